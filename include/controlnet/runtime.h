@@ -1,0 +1,12 @@
+#pragma once
+// Process-wide settings every controlnet.cpp program applies once at start-up.
+
+namespace cn {
+
+// Keeps freed memory mapped (glibc malloc): under the default policy LibTorch's
+// large activation buffers are returned to the kernel after each op and page-
+// faulted back on the next one, which made a denoising step several times slower.
+// Also sets the number of intra-op threads when `threads` > 0.
+void init_runtime(int threads = 0);
+
+}  // namespace cn

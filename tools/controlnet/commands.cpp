@@ -1,0 +1,30 @@
+#include "commands.h"
+
+#include <map>
+
+namespace cn::cli {
+namespace {
+std::map<const CLI::App*, std::function<int()>>& runners() {
+  static std::map<const CLI::App*, std::function<int()>> r;
+  return r;
+}
+}  // namespace
+
+CLI::App* add_command(CLI::App& app, const std::string& name, const std::string& description,
+                      std::function<int()> run) {
+  auto* sub = app.add_subcommand(name, description);
+  runners()[sub] = std::move(run);
+  return sub;
+}
+
+void register_commands(CLI::App& app) {
+  add_info_command(app);
+}
+
+int run_selected(CLI::App& app) {
+  for (auto* sub : app.get_subcommands())
+    if (auto it = runners().find(sub); it != runners().end()) return it->second();
+  return 2;
+}
+
+}  // namespace cn::cli
