@@ -6,7 +6,11 @@ namespace cn {
 // Keeps freed memory mapped (glibc malloc): under the default policy LibTorch's
 // large activation buffers are returned to the kernel after each op and page-
 // faulted back on the next one, which made a denoising step several times slower.
-// Also sets the number of intra-op threads when `threads` > 0.
+// Also sets the number of intra-op threads: `threads`, or the number of
+// physical cores when 0.
 void init_runtime(int threads = 0);
+
+// Physical cores of this machine (hardware threads of one core count once).
+int physical_cores();
 
 }  // namespace cn
