@@ -8,14 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "models/trace.h"
 #include "nn/embeddings.h"
 #include "nn/unet_blocks.h"
 
 namespace cn::models {
-
-// Intermediate activations under the reference's debug names
-// ("intermediate.down_blocks.0", ...), filled when a forward is given one.
-using Trace = std::map<std::string, torch::Tensor>;
 
 // The architecture, as diffusers' unet/config.json describes it. SD1.x, SD2.x
 // and the tiny models are the same code with different numbers.
