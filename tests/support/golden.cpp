@@ -32,7 +32,14 @@ GoldenCase::GoldenCase(fs::path dir) : dir_(std::move(dir)) {
   data_ = io::SafetensorsFile::open((dir_ / manifest_.value("file", "data.safetensors")).string());
 }
 
-std::string GoldenCase::name() const { return fs::relative(dir_, golden_root()).string(); }
+GoldenCase::GoldenCase(fs::path dir, nlohmann::json manifest, std::string name)
+    : dir_(std::move(dir)), manifest_(std::move(manifest)), name_(std::move(name)) {
+  data_ = io::SafetensorsFile::open((dir_ / manifest_.at("file").get<std::string>()).string());
+}
+
+std::string GoldenCase::name() const {
+  return name_.empty() ? fs::relative(dir_, golden_root()).string() : name_;
+}
 
 bool GoldenCase::has(const std::string& tensor) const { return data_->contains(tensor); }
 

@@ -34,6 +34,9 @@ std::string golden_missing_message();
 class GoldenCase {
  public:
   explicit GoldenCase(fs::path dir);
+  // A case described by a section of a larger manifest (scheduler trajectories):
+  // `manifest` has "file" and "tensors"; `name` is used in reports.
+  GoldenCase(fs::path dir, nlohmann::json manifest, std::string name);
 
   const fs::path& dir() const { return dir_; }
   std::string name() const;  // path relative to the golden root
@@ -52,6 +55,7 @@ class GoldenCase {
  private:
   fs::path dir_;
   nlohmann::json manifest_;
+  std::string name_;
   std::shared_ptr<io::SafetensorsFile> data_;
 };
 
