@@ -9,6 +9,7 @@ packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-pthread     # tensors and autograd; OpenBLAS makes fp32 matmul ~15x faster
   libopencv-dev libpng-dev               # images, Canny/Hough, PNG text chunks
+  libicu-dev                             # Unicode classes and normalisation for the tokenizer
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libgtest-dev
 )
 missing=()

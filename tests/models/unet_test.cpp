@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "diffusers_folder.h"
+#include "support/diffusers_folder.h"
 #include "support/golden.h"
 #include "controlnet/error.h"
 #include "models/unet.h"
