@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "controlnet/error.h"
+#include "util/paths.h"
 
 namespace cn::text {
 namespace {
@@ -79,11 +80,6 @@ std::vector<UChar32> code_points(const std::string& s) {
     i += U16_LENGTH(c);
   }
   return out;
-}
-
-fs::path models_dir() {
-  if (const char* env = std::getenv("CONTROLNET_MODELS_DIR"); env && *env) return env;
-  return CONTROLNET_MODELS_DIR;
 }
 
 }  // namespace
@@ -161,7 +157,7 @@ ClipTokenizer ClipTokenizer::from_folder(const std::string& dir) {
 }
 
 const ClipTokenizer& ClipTokenizer::bundled() {
-  static const ClipTokenizer shared = from_folder((models_dir() / "clip-tokenizer").string());
+  static const ClipTokenizer shared = from_folder((fs::path(util::models_dir()) / "clip-tokenizer").string());
   return shared;
 }
 
