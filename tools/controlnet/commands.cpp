@@ -18,6 +18,7 @@ CLI::App* add_command(CLI::App& app, const std::string& name, const std::string&
 }
 
 void register_commands(CLI::App& app) {
+  add_generate_command(app);
   add_info_command(app);
 }
 

@@ -16,5 +16,6 @@ CLI::App* add_command(CLI::App& app, const std::string& name, const std::string&
                       std::function<int()> run);
 
 void add_info_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 
 }  // namespace cn::cli
