@@ -153,6 +153,8 @@ ClipTokenizer ClipTokenizer::from_folder(const std::string& dir) {
   }
   for (const auto& special : kSpecial)
     if (!t.vocab_.count(special)) throw Error("tokenizer: " + vocab_path.string() + " lacks " + special);
+  t.bos_ = t.vocab_.at(kSpecial[0]);
+  t.eos_ = t.vocab_.at(kSpecial[1]);
   return t;
 }
 
@@ -232,7 +234,7 @@ std::vector<std::string> ClipTokenizer::bpe(const std::string& word) const {
 std::vector<std::string> ClipTokenizer::bpe_tokens(const std::string& text) const {
   std::vector<std::string> out;
   for (const auto& word : split_words(normalize_prompt(text))) {
-    if (word == kSpecial[0] || word == kSpecial[1]) {
+    if (word == kSpecial[0] || word == kSpecial[1]) {  // special tokens are not split
       out.push_back(word);
       continue;
     }
@@ -256,9 +258,9 @@ torch::Tensor ClipTokenizer::sd_input_ids(const std::vector<std::string>& prompt
   for (size_t p = 0; p < prompts.size(); ++p) {
     auto ids = encode(prompts[p]);
     ids.resize(std::min<size_t>(ids.size(), kContextLength - 2));
-    out[p][0] = kBos;
+    out[p][0] = bos_;
     for (size_t i = 0; i < ids.size(); ++i) out[p][i + 1] = ids[i];
-    out[p][ids.size() + 1] = kEos;
+    out[p][ids.size() + 1] = eos_;
   }
   return out;
 }
@@ -270,9 +272,9 @@ torch::Tensor ClipTokenizer::sd_input_id_chunks(const std::string& prompt, int64
   auto out = torch::full({chunks, kContextLength}, pad_id, torch::kLong);
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = c * per_chunk, end = std::min<int64_t>(begin + per_chunk, ids.size());
-    out[c][0] = kBos;
+    out[c][0] = bos_;
     for (int64_t i = begin; i < end; ++i) out[c][i - begin + 1] = ids[i];
-    out[c][std::max<int64_t>(end - begin, 0) + 1] = kEos;
+    out[c][std::max<int64_t>(end - begin, 0) + 1] = eos_;
   }
   return out;
 }

@@ -13,6 +13,8 @@ namespace cn::text {
 class ClipTokenizer {
  public:
   static constexpr int64_t kContextLength = 77;
+  // Ids of <|startoftext|> and <|endoftext|> in the standard CLIP vocabulary;
+  // a tokenizer reads its own from its vocab.json (bos_id(), eos_id()).
   static constexpr int64_t kBos = 49406;
   static constexpr int64_t kEos = 49407;
 
@@ -21,6 +23,10 @@ class ClipTokenizer {
   // The standard CLIP vocabulary shipped in models/clip-tokenizer (LDM
   // checkpoints carry no tokenizer); CONTROLNET_MODELS_DIR overrides the location.
   static const ClipTokenizer& bundled();
+
+  int64_t bos_id() const { return bos_; }
+  int64_t eos_id() const { return eos_; }
+  int64_t vocab_size() const { return static_cast<int64_t>(vocab_.size()); }
 
   // BPE ids of `text`, without BOS/EOS.
   std::vector<int64_t> encode(const std::string& text) const;
@@ -39,6 +45,7 @@ class ClipTokenizer {
   std::vector<std::string> bpe(const std::string& word) const;
 
   std::unordered_map<std::string, int64_t> vocab_;
+  int64_t bos_ = kBos, eos_ = kEos;
   std::map<std::pair<std::string, std::string>, int64_t> merge_ranks_;
   std::vector<std::string> byte_symbols_;  // GPT-2 byte -> printable unicode (UTF-8)
   mutable std::unordered_map<std::string, std::vector<std::string>> cache_;

@@ -20,11 +20,15 @@ CLI::App* add_command(CLI::App& app, const std::string& name, const std::string&
 void register_commands(CLI::App& app) {
   add_generate_command(app);
   add_info_command(app);
+  add_train_command(app);
+  add_dataset_command(app);
 }
 
 int run_selected(CLI::App& app) {
-  for (auto* sub : app.get_subcommands())
+  for (auto* sub : app.get_subcommands()) {
     if (auto it = runners().find(sub); it != runners().end()) return it->second();
+    if (int code = run_selected(*sub); code != 2) return code;  // nested (dataset fill)
+  }
   return 2;
 }
 

@@ -17,5 +17,7 @@ CLI::App* add_command(CLI::App& app, const std::string& name, const std::string&
 
 void add_info_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_dataset_command(CLI::App& app);
 
 }  // namespace cn::cli

@@ -1,0 +1,375 @@
+#include "train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <opencv2/imgproc.hpp>
+
+#include "controlnet/error.h"
+#include "io/checkpoint.h"
+#include "io/image.h"
+#include "io/keymap.h"
+#include "models/controlnet.h"
+#include "models/vae.h"
+#include "nn/weights.h"
+#include "pipeline/denoise.h"
+#include "sampling/samplers.h"
+#include "text/clip.h"
+#include "text/tokenizer.h"
+#include "train/dataset.h"
+#include "train/objective.h"
+
+namespace cn::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// The base model, its parts built from diffusers configs; parts being trained
+// from scratch keep their seeded random initialisation.
+struct Base {
+  io::SdModel source;
+  models::UNet2DConditionModel unet{nullptr};
+  models::AutoencoderKL vae{nullptr};
+  text::ClipTextModel text{nullptr};
+  std::unique_ptr<text::ClipTokenizer> tokenizer;
+  sampling::NoiseSchedule schedule;
+};
+
+template <typename Model, typename Config>
+Model build(const io::Component& c, bool random_init) {
+  Model m(Config::from_json(c.config));
+  if (!random_init) nn::load_weights(*m, c.weights, c.source);
+  return m;
+}
+
+io::Component config_only(const fs::path& dir) {
+  io::Component c;
+  c.config = io::read_json((dir / "config.json").string());
+  c.source = dir.string();
+  return c;
+}
+
+Base load_base(const TrainOptions& o) {
+  Base b;
+  const bool scratch = o.from_scratch;
+  if (scratch) {
+    // Configs from the folder. Parts trained now start random; the others load
+    // their weights, except parts this mode does not use (unet and text while
+    // the VAE trains).
+    const fs::path dir(o.model);
+    const bool vae_only = o.train.count("vae") > 0;
+    auto part = [&](const char* name, const char* stem, bool trained) {
+      io::Component c = config_only(dir / name);
+      if (trained || (vae_only && std::string(name) != "vae")) return c;
+      const auto file = dir / name / (std::string(stem) + ".safetensors");
+      c.weights = io::read_tensor_file(file.string());
+      c.source = file.string();
+      return c;
+    };
+    b.source.unet = part("unet", "diffusion_pytorch_model", o.train.count("unet") > 0);
+    b.source.vae = part("vae", "diffusion_pytorch_model", o.train.count("vae") > 0);
+    b.source.text_encoder = part("text_encoder", "model", o.train.count("text") > 0);
+    b.source.tokenizer_dir = (dir / "tokenizer").string();
+    b.source.scheduler_config = io::read_json((dir / "scheduler" / "scheduler_config.json").string());
+    b.source.layout = "diffusers";
+  } else {
+    b.source = io::load_sd_model(o.model);
+  }
+  torch::manual_seed(o.seed);
+  b.unet = build<models::UNet2DConditionModel, models::UNetConfig>(b.source.unet, b.source.unet.weights.empty());
+  b.vae = build<models::AutoencoderKL, models::VaeConfig>(b.source.vae, b.source.vae.weights.empty());
+  b.text = build<text::ClipTextModel, text::ClipTextConfig>(b.source.text_encoder, b.source.text_encoder.weights.empty());
+  b.tokenizer = std::make_unique<text::ClipTokenizer>(b.source.tokenizer_dir.empty()
+                                                          ? text::ClipTokenizer::bundled()
+                                                          : text::ClipTokenizer::from_folder(b.source.tokenizer_dir));
+  if (b.source.tokenizer_dir.empty()) b.source.text_pad_id = b.source.family == "SD2.x" ? 0 : 49407;
+  b.schedule = sampling::NoiseSchedule::from_json(b.source.scheduler_config);
+  return b;
+}
+
+void set_trainable(torch::nn::Module& m, bool trainable) {
+  for (auto& p : m.parameters()) p.set_requires_grad(trainable);
+  trainable ? m.train() : m.eval();
+}
+
+// Atomic write of a whole folder's files is per file: tmp + rename.
+void write_text(const fs::path& path, const std::string& text) {
+  const auto tmp = path.string() + ".tmp";
+  std::ofstream(tmp) << text;
+  fs::rename(tmp, path);
+}
+
+void save_component(const fs::path& dir, const std::string& stem, const nlohmann::json& config,
+                    const torch::nn::Module& module) {
+  fs::create_directories(dir);
+  write_text(dir / "config.json", config.dump(2));
+  io::save_safetensors((dir / (stem + ".safetensors")).string(), nn::state_dict(module), {{"format", "pt"}});
+}
+
+// A line plot of the loss curve (moving average over `window` steps).
+void plot_loss(const fs::path& path, const std::vector<double>& losses) {
+  if (losses.size() < 2) return;
+  const int w = 800, h = 400, margin = 40;
+  cv::Mat img(h, w, CV_8UC3, cv::Scalar::all(255));
+  const size_t window = std::max<size_t>(1, losses.size() / 100);
+  std::vector<double> smooth;
+  double sum = 0;
+  for (size_t i = 0; i < losses.size(); ++i) {
+    sum += losses[i];
+    if (i >= window) sum -= losses[i - window];
+    smooth.push_back(sum / double(std::min(i + 1, window)));
+  }
+  const double hi = *std::max_element(smooth.begin(), smooth.end()), lo = *std::min_element(smooth.begin(), smooth.end());
+  std::vector<cv::Point> points;
+  for (size_t i = 0; i < smooth.size(); ++i) {
+    const int x = margin + int((w - 2 * margin) * double(i) / double(smooth.size() - 1));
+    const int y = h - margin - int((h - 2 * margin) * (smooth[i] - lo) / std::max(hi - lo, 1e-12));
+    points.push_back({x, y});
+  }
+  cv::rectangle(img, {margin, margin}, {w - margin, h - margin}, cv::Scalar::all(180));
+  cv::polylines(img, points, false, cv::Scalar(200, 40, 40), 2, cv::LINE_AA);
+  char label[128];
+  std::snprintf(label, sizeof label, "loss %.4g .. %.4g over %zu steps", lo, hi, losses.size());
+  cv::putText(img, label, {margin, margin - 10}, cv::FONT_HERSHEY_SIMPLEX, 0.5, cv::Scalar::all(0), 1, cv::LINE_AA);
+  io::write_png(path.string(), img);
+}
+
+class Trainer {
+ public:
+  explicit Trainer(const TrainOptions& o) : o_(o), base_(load_base(o)), data_(o.data, o.resolution) {
+    const bool controlnet = o.train.count("controlnet") > 0;
+    if (controlnet && o.train.size() > 1) throw Error("train: --train controlnet cannot be combined with base parts");
+    if (o.train.count("vae") && o.train.size() > 1)
+      throw Error("train: train the VAE alone first; the other parts learn in its latent space");
+    for (const auto& part : o.train)
+      if (part != "controlnet" && part != "unet" && part != "text" && part != "vae")
+        throw Error("train: unknown part '" + part + "' (valid: controlnet, unet, text, vae)");
+    set_trainable(*base_.unet, o.train.count("unet") > 0);
+    set_trainable(*base_.vae, o.train.count("vae") > 0);
+    set_trainable(*base_.text, o.train.count("text") > 0);
+    std::vector<torch::Tensor> params;
+    if (controlnet) {
+      if (o.controlnet_init.empty()) {
+        torch::manual_seed(o.seed + 1);
+        net_ = models::ControlNetModel(models::ControlNetConfig::from_unet(base_.unet->config()));
+        net_->copy_trunk_from(*base_.unet);
+      } else {
+        auto c = io::load_controlnet(o.controlnet_init);
+        net_ = build<models::ControlNetModel, models::ControlNetConfig>(c, false);
+      }
+      set_trainable(*net_, true);
+      params = net_->parameters();
+      if (o.unlock_sd) {
+        // sd_locked = False: the decoder half of the UNet learns too.
+        for (auto& item : base_.unet->named_parameters()) {
+          const auto& name = item.key();
+          if (name.rfind("up_blocks.", 0) == 0 || name.rfind("conv_norm_out.", 0) == 0 || name.rfind("conv_out.", 0) == 0) {
+            item.value().set_requires_grad(true);
+            params.push_back(item.value());
+          }
+        }
+      }
+    } else {
+      for (auto* m : std::vector<torch::nn::Module*>{base_.unet.get(), base_.vae.get(), base_.text.get()})
+        for (auto& p : m->parameters())
+          if (p.requires_grad()) params.push_back(p);
+    }
+    if (params.empty()) throw Error("train: nothing to train");
+    optimizer_ = std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay));
+    generator_ = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+    total_ = o.steps > 0 ? o.steps : o.epochs * std::max<int64_t>(1, int64_t(data_.size()) / o.batch_size);
+    fs::create_directories(o.output);
+    if (!o.resume.empty()) restore(o.resume);
+  }
+
+  void run(const std::function<void(const TrainProgress&)>& progress) {
+    BatchStream stream(data_, o_.batch_size, o_.seed, step_ * o_.grad_accum);
+    std::ofstream csv(fs::path(o_.output) / "loss.csv", step_ > 0 ? std::ios::app : std::ios::trunc);
+    if (step_ == 0) csv << "step,loss,seconds\n";
+    const auto started = Clock::now();
+    const int64_t first = step_;
+    while (step_ < total_) {
+      double step_loss = 0;
+      for (int micro = 0; micro < o_.grad_accum; ++micro) {
+        auto loss = compute_loss(stream.next()) / double(o_.grad_accum);
+        loss.backward();
+        step_loss += loss.item<double>();
+      }
+      if (o_.max_grad_norm > 0) {
+        std::vector<torch::Tensor> params;
+        for (auto& group : optimizer_->param_groups())
+          for (auto& p : group.params()) params.push_back(p);
+        torch::nn::utils::clip_grad_norm_(params, o_.max_grad_norm);
+      }
+      optimizer_->step();
+      optimizer_->zero_grad();
+      ++step_;
+      losses_.push_back(step_loss);
+      const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
+      csv << step_ << "," << step_loss << "," << elapsed << "\n";
+      if (progress && (step_ % o_.log_every == 0 || step_ == total_)) {
+        const size_t n = std::min<size_t>(losses_.size(), 50);
+        const double avg = std::accumulate(losses_.end() - n, losses_.end(), 0.0) / double(n);
+        const double rate = double(step_ - first) / std::max(elapsed, 1e-9);
+        progress({step_, total_, step_loss, avg, rate, double(total_ - step_) / std::max(rate, 1e-9)});
+      }
+      if (o_.save_every > 0 && step_ % o_.save_every == 0 && step_ < total_) save();
+      if (o_.sample_every > 0 && step_ % o_.sample_every == 0) sample();
+    }
+    csv.close();
+    save();
+    if (o_.sample_every > 0 || !o_.validation_prompt.empty()) sample();
+  }
+
+ private:
+  torch::Tensor encode_text(const std::vector<std::string>& prompts) {
+    auto ids = base_.tokenizer->sd_input_ids(prompts, base_.source.text_pad_id);
+    return base_.text->encode(ids, base_.source.text_skip_last_layers);
+  }
+
+  torch::Tensor compute_loss(const Batch& batch) {
+    if (o_.train.count("vae")) {
+      // Reconstruction + KL, the LDM autoencoder objective without its GAN term.
+      auto posterior = base_.vae->encode(batch.images);
+      auto z = posterior.mean + posterior.std() * torch::randn(posterior.mean.sizes(), generator_);
+      auto reconstruction = base_.vae->decode(z);
+      // Latent statistics for the scaling factor (LDM: 1 / std of the latents).
+      latent_sum_ += posterior.mean.detach().sum().item<double>();
+      latent_sq_sum_ += posterior.mean.detach().pow(2).sum().item<double>();
+      latent_count_ += double(posterior.mean.numel());
+      auto kl = 0.5 * (posterior.mean.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar).sum({1, 2, 3}).mean();
+      return torch::mse_loss(reconstruction, batch.images) + o_.kl_weight * kl;
+    }
+    DiffusionInputs in;
+    {
+      torch::NoGradGuard no_grad;
+      auto posterior = base_.vae->encode(batch.images);
+      in.latents = (o_.latent_sample ? posterior.sample(generator_) : posterior.mean) * base_.vae->scaling_factor();
+    }
+    const auto prompts = drop_prompts(batch.prompts, o_.prompt_dropout, generator_);
+    if (o_.train.count("text")) {
+      in.context = encode_text(prompts);
+    } else {
+      torch::NoGradGuard no_grad;
+      in.context = encode_text(prompts);
+    }
+    in.noise = torch::randn(in.latents.sizes(), generator_);
+    in.timesteps = torch::randint(0, base_.schedule.train_steps, {in.latents.size(0)}, generator_);
+    in.hint = batch.hints;
+    return diffusion_loss(base_.unet, net_.is_empty() ? nullptr : &net_, base_.schedule, in, o_.only_mid_control).loss;
+  }
+
+  void save() {
+    const fs::path out(o_.output);
+    if (!net_.is_empty()) {
+      const auto config = net_->controlnet_config().to_json();
+      save_component(out / "controlnet", "diffusion_pytorch_model", config, *net_);
+      auto ldm = io::controlnet_name_map(config).to_ldm(nn::state_dict(*net_), "controlnet");
+      io::TensorMap prefixed;
+      for (auto& [name, t] : ldm) prefixed.emplace("control_model." + name, t);
+      io::save_safetensors((out / "control_model.safetensors").string(), prefixed, {{"format", "pt"}});
+      if (o_.unlock_sd) save_component(out / "unet", "diffusion_pytorch_model", base_.unet->config().to_json(), *base_.unet);
+    } else {
+      // A complete diffusers model folder: every part, tokenizer and scheduler.
+      save_component(out / "unet", "diffusion_pytorch_model", base_.unet->config().to_json(), *base_.unet);
+      auto vae_config = base_.vae->config().to_json();
+      if (o_.train.count("vae") && latent_count_ > 0) {
+        const double mean = latent_sum_ / latent_count_;
+        vae_config["scaling_factor"] = 1.0 / std::sqrt(latent_sq_sum_ / latent_count_ - mean * mean);
+      }
+      save_component(out / "vae", "diffusion_pytorch_model", vae_config, *base_.vae);
+      save_component(out / "text_encoder", "model", base_.text->config().to_json(), *base_.text);
+      fs::create_directories(out / "scheduler");
+      write_text(out / "scheduler" / "scheduler_config.json", base_.source.scheduler_config.dump(2));
+      if (!base_.source.tokenizer_dir.empty() && fs::path(base_.source.tokenizer_dir) != out / "tokenizer") {
+        fs::create_directories(out / "tokenizer");
+        for (const auto& f : fs::directory_iterator(base_.source.tokenizer_dir))
+          fs::copy_file(f.path(), out / "tokenizer" / f.path().filename(), fs::copy_options::overwrite_existing);
+      }
+      write_text(out / "model_index.json",
+                 nlohmann::json{{"_class_name", "StableDiffusionPipeline"}, {"trained_with", "controlnet.cpp"}}.dump(2));
+    }
+    // Resume state: what is trained, the optimizer, the step and the RNG.
+    const auto ckpt = out / "checkpoint";
+    fs::create_directories(ckpt);
+    io::TensorMap trainable;
+    for (auto& group : optimizer_->param_groups())
+      for (size_t i = 0; i < group.params().size(); ++i) trainable.emplace("param." + std::to_string(i), group.params()[i]);
+    trainable.emplace("rng_state", generator_.get_state());
+    io::save_safetensors((ckpt / "trainable.safetensors").string(), trainable, {});
+    const auto opt_tmp = (ckpt / "optimizer.pt.tmp").string();
+    torch::save(*optimizer_, opt_tmp);
+    fs::rename(opt_tmp, ckpt / "optimizer.pt");
+    write_text(ckpt / "state.json", nlohmann::json{{"step", step_}, {"seed", o_.seed}}.dump(2));
+    plot_loss(out / "loss.png", losses_);
+  }
+
+  void restore(const std::string& dir) {
+    const auto ckpt = fs::path(dir) / "checkpoint";
+    const auto state = io::read_json((ckpt / "state.json").string());
+    step_ = state.at("step").get<int64_t>();
+    auto saved = io::load_safetensors((ckpt / "trainable.safetensors").string());
+    torch::NoGradGuard no_grad;
+    for (auto& group : optimizer_->param_groups())
+      for (size_t i = 0; i < group.params().size(); ++i) {
+        auto it = saved.find("param." + std::to_string(i));
+        if (it == saved.end() || !it->second.sizes().equals(group.params()[i].sizes()))
+          throw Error("resume: " + ckpt.string() + " does not match this training setup (parameter " + std::to_string(i) + ")");
+        group.params()[i].copy_(it->second);
+      }
+    generator_.set_state(saved.at("rng_state").clone());
+    torch::load(*optimizer_, (ckpt / "optimizer.pt").string());
+    // The earlier losses, so the curve and averages continue.
+    std::ifstream csv(fs::path(dir) / "loss.csv");
+    std::string line;
+    std::getline(csv, line);
+    while (std::getline(csv, line) && int64_t(losses_.size()) < step_) losses_.push_back(std::stod(line.substr(line.find(',') + 1)));
+  }
+
+  // A validation image from the current weights (DDIM 20 steps, CFG 7.5):
+  // control image | result, written as sample-<step>.png.
+  void sample() {
+    if (o_.validation_prompt.empty()) return;
+    torch::NoGradGuard no_grad;
+    const int r = o_.resolution;
+    std::vector<pipeline::ActiveControlNet> controls;
+    torch::Tensor hint_image;
+    if (!net_.is_empty() && !o_.validation_image.empty()) {
+      hint_image = io::image_to_tensor(io::fit_image(io::read_rgb_image(o_.validation_image), r, r, io::ResizeMode::crop_and_resize));
+      controls.push_back({net_, net_->embed_hint(hint_image)});
+    }
+    pipeline::PromptEmbeddings prompts{encode_text({o_.validation_prompt}), encode_text({""})};
+    auto plan = sampling::make_plan(sampling::resolve_sampler("ddim"), base_.schedule, 20);
+    pipeline::GuidedDenoiser denoiser(base_.unet, prompts, 7.5, controls, false, plan.loop_iterations());
+    auto gen = sampling::make_cpu_generator(o_.seed);
+    const int64_t f = int64_t(1) << (base_.vae->config().block_out_channels.size() - 1);
+    auto x = torch::randn({1, base_.unet->config().in_channels, r / f, r / f}, gen) * plan.init_noise_sigma;
+    auto model = [&](const torch::Tensor& in, const torch::Tensor& t, int64_t i) { return denoiser(in, t, i); };
+    x = sampling::sample(model, x, plan, base_.schedule, sampling::generator_noise(gen, torch::kCPU));
+    auto image = (base_.vae->decode(x / base_.vae->scaling_factor()) / 2 + 0.5).clamp(0, 1);
+    auto row = hint_image.defined() ? torch::cat({hint_image, image}, 3) : image;
+    io::write_png((fs::path(o_.output) / ("sample-" + std::to_string(step_) + ".png")).string(), io::tensor_to_image(row[0]));
+  }
+
+  TrainOptions o_;
+  Base base_;
+  PairDataset data_;
+  models::ControlNetModel net_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  torch::Generator generator_;
+  int64_t step_ = 0, total_ = 0;
+  std::vector<double> losses_;
+  double latent_sum_ = 0, latent_sq_sum_ = 0, latent_count_ = 0;
+};
+
+}  // namespace
+
+void run_training(const TrainOptions& options, const std::function<void(const TrainProgress&)>& progress) {
+  Trainer(options).run(progress);
+}
+
+}  // namespace cn::train

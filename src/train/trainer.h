@@ -1,0 +1,46 @@
+#pragma once
+// `controlnet train`: the ControlNet paper's recipe on a Fill50K-layout
+// dataset, and training of a base model's UNet, text encoder or VAE (used to
+// build the embedded default model). Resumable; writes checkpoints atomically.
+#include <functional>
+#include <set>
+#include <string>
+
+namespace cn::train {
+
+struct TrainOptions {
+  std::string model;            // SD model (diffusers folder or LDM file)
+  std::string data;             // dataset folder (prompt.json)
+  std::string output;           // output folder
+  std::string controlnet_init;  // ControlNet to start from; default: add-control of the UNet
+  std::set<std::string> train{"controlnet"};  // or any of unet, text, vae
+  bool from_scratch = false;    // initialise the trained base parts randomly (configs from `model`)
+  int resolution = 512;
+  int batch_size = 1;
+  int64_t steps = 0;            // 0: `epochs` epochs
+  int64_t epochs = 1;
+  double lr = 1e-5;
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 1e-2;
+  int grad_accum = 1;
+  double max_grad_norm = 0.0;   // 0: no clipping
+  double prompt_dropout = 0.5;
+  double kl_weight = 1e-6;      // VAE training: KL term weight (LDM's default)
+  bool unlock_sd = false;       // also train the UNet's decoder half (sd_locked = False)
+  bool only_mid_control = false;
+  bool latent_sample = false;   // latents from a posterior sample instead of its mean
+  uint64_t seed = 0;
+  int64_t save_every = 0;       // 0: only at the end
+  int64_t sample_every = 0;
+  std::string validation_prompt, validation_image;
+  std::string resume;           // output folder of an earlier run
+  int64_t log_every = 10;
+};
+
+struct TrainProgress {
+  int64_t step, total;
+  double loss, loss_average, steps_per_second, eta_seconds;
+};
+
+void run_training(const TrainOptions& options, const std::function<void(const TrainProgress&)>& progress);
+
+}  // namespace cn::train
