@@ -2,6 +2,8 @@
 
 #include "support/diffusers_folder.h"
 #include "support/golden.h"
+#include "io/checkpoint.h"
+#include "nn/weights.h"
 #include "text/clip.h"
 
 using namespace cn;
@@ -34,5 +36,27 @@ TEST(ClipText, MatchesReference) {
     } else {
       expect_golden(c, "final_layer_norm_of_penultimate", out.last_hidden_state);
     }
+  }
+}
+
+// The LDM files hold the whole tower (SD2: OpenCLIP with fused q/k/v and its
+// unused last layer), so every tensor of the case is comparable.
+TEST(ClipText, LdmCheckpointMatchesReference) {
+  CN_REQUIRE_GOLDEN();
+  auto cases = cn::testing::golden_cases("text_encoder");
+  ASSERT_FALSE(cases.empty());
+  torch::NoGradGuard no_grad;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name());
+    const auto sd = io::load_sd_model(c.model("ldm_checkpoint").string());
+    text::ClipTextModel model(text::ClipTextConfig::from_json(sd.text_encoder.config));
+    nn::load_weights(*model, sd.text_encoder.weights, sd.text_encoder.source);
+    auto ids = c.get("input_ids");
+    auto out = model->forward(ids);
+    for (size_t i = 0; i < out.hidden_states.size(); ++i)
+      expect_golden(c, "hidden_states_" + std::to_string(i), out.hidden_states[i]);
+    expect_golden(c, "final_layer_norm_of_last", out.last_hidden_state);
+    expect_golden(c, "final_layer_norm_of_penultimate", model->encode(ids, 1));
+    expect_golden(c, "pooled_output", out.pooled);
   }
 }
