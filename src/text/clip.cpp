@@ -4,6 +4,7 @@
 
 #include "controlnet/error.h"
 #include "nn/attention.h"
+#include "nn/weights.h"
 
 namespace cn::text {
 namespace {
@@ -59,6 +60,7 @@ ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& j) {
     c.max_position_embeddings = j.value("max_position_embeddings", c.max_position_embeddings);
     c.hidden_act = j.value("hidden_act", c.hidden_act);
     c.layer_norm_eps = j.value("layer_norm_eps", c.layer_norm_eps);
+    c.projection_dim = j.value("projection_dim", c.projection_dim);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("text encoder config: ") + e.what());
   }
@@ -70,7 +72,7 @@ ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& j) {
 }
 
 nlohmann::json ClipTextConfig::to_json() const {
-  return {{"architectures", {"CLIPTextModel"}},
+  nlohmann::json j = {{"architectures", {"CLIPTextModel"}},
           {"model_type", "clip_text_model"},
           {"vocab_size", vocab_size},
           {"hidden_size", hidden_size},
@@ -80,6 +82,8 @@ nlohmann::json ClipTextConfig::to_json() const {
           {"max_position_embeddings", max_position_embeddings},
           {"hidden_act", hidden_act},
           {"layer_norm_eps", layer_norm_eps}};
+  if (projection_dim > 0) j["projection_dim"] = projection_dim;
+  return j;
 }
 
 ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& c) : config_(c) {
@@ -94,33 +98,44 @@ ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& c) : config_(c) {
   final_layer_norm = text_model->register_module("final_layer_norm", layer_norm(c));
 }
 
-ClipTextOutput ClipTextModelImpl::forward(const torch::Tensor& ids) {
+void ClipTextModelImpl::load_weights(const io::TensorMap& weights, const std::string& what) {
+  nn::load_weights(*this, weights, what, {"text_model.embeddings.position_ids"});
+}
+
+std::vector<torch::Tensor> ClipTextModelImpl::hidden_states(const torch::Tensor& ids, int64_t layers_to_run) {
+  if (ids.dim() != 2 || ids.scalar_type() != torch::kLong)
+    throw Error("text encoder: token ids must be a [batch, tokens] int64 tensor");
   const int64_t t = ids.size(1);
   if (t > config_.max_position_embeddings)
     throw Error("text encoder: " + std::to_string(t) + " tokens exceed the context of " +
                 std::to_string(config_.max_position_embeddings));
   const auto device = token_embedding->weight.device();
-  auto positions = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(device));
+  const auto positions = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(device));
   auto x = token_embedding(ids.to(device)) + position_embedding(positions).unsqueeze(0);
-  auto mask = torch::full({t, t}, -std::numeric_limits<float>::infinity(), x.options()).triu(1);
+  // Causal: token i attends to tokens 0..i. Padding is not masked (SD never
+  // passes an attention mask), so padded positions see the whole prompt.
+  const auto causal = torch::full({t, t}, -std::numeric_limits<float>::infinity(), x.options()).triu(1);
+  std::vector<torch::Tensor> states{x};
+  for (int64_t i = 0; i < layers_to_run; ++i) states.push_back(layers[i]->as<ClipLayer>()->forward(states.back(), causal));
+  return states;
+}
+
+ClipTextOutput ClipTextModelImpl::forward(const torch::Tensor& ids) {
   ClipTextOutput out;
-  out.hidden_states.push_back(x);
-  for (const auto& layer : *layers) {
-    x = layer->as<ClipLayer>()->forward(x, mask);
-    out.hidden_states.push_back(x);
-  }
-  out.last_hidden_state = final_layer_norm(x);
-  auto eos = ids.to(device).argmax(-1);
+  out.hidden_states = hidden_states(ids, config_.num_hidden_layers);
+  out.last_hidden_state = final_layer_norm(out.hidden_states.back());
+  // HF's pooler: the state at the first occurrence of the largest id, which is
+  // the EOS token (49407) in the CLIP vocabulary whether padding is EOS or 0.
+  const auto eos = ids.to(out.last_hidden_state.device()).argmax(-1);
   out.pooled = out.last_hidden_state.index({torch::arange(ids.size(0), eos.options()), eos});
   return out;
 }
 
 torch::Tensor ClipTextModelImpl::encode(const torch::Tensor& ids, int64_t skip_last_layers) {
   if (skip_last_layers < 0 || skip_last_layers >= config_.num_hidden_layers)
-    throw Error("clip skip must leave at least one of the " + std::to_string(config_.num_hidden_layers) +
-                " text encoder layers");
-  auto out = forward(ids);
-  return final_layer_norm(out.hidden_states[out.hidden_states.size() - 1 - skip_last_layers]);
+    throw Error("text encoder: clip skip " + std::to_string(skip_last_layers) + " must leave at least one of the " +
+                std::to_string(config_.num_hidden_layers) + " layers");
+  return final_layer_norm(hidden_states(ids, config_.num_hidden_layers - skip_last_layers).back());
 }
 
 }  // namespace cn::text

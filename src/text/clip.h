@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "io/safetensors.h"
+
 namespace cn::text {
 
 struct ClipTextConfig {
@@ -18,6 +20,9 @@ struct ClipTextConfig {
   int64_t max_position_embeddings = 77;
   std::string hidden_act = "quick_gelu";  // or "gelu" (exact erf, OpenCLIP / SD2)
   double layer_norm_eps = 1e-5;
+  // Output size of CLIPTextModelWithProjection; CLIPTextModel has no
+  // projection, the field is only carried through (0: absent from config.json).
+  int64_t projection_dim = 0;
 
   static ClipTextConfig from_json(const nlohmann::json& config);
   nlohmann::json to_json() const;
@@ -34,13 +39,22 @@ class ClipTextModelImpl : public torch::nn::Module {
   explicit ClipTextModelImpl(const ClipTextConfig& config);
   const ClipTextConfig& config() const { return config_; }
 
-  // ids [B, T] int64 (T <= max_position_embeddings).
+  // Strict loading of Hugging Face weights; the int64 buffer
+  // text_model.embeddings.position_ids that older transformers versions saved
+  // is accepted and ignored (positions are always 0..T-1).
+  void load_weights(const io::TensorMap& weights, const std::string& what);
+
+  // ids [B, T] int64 (T <= max_position_embeddings), on any device.
   ClipTextOutput forward(const torch::Tensor& ids);
   // The SD conditioning: final_layer_norm of the output of layer
-  // L - skip_last_layers (0: the last layer; A1111 "CLIP skip 2" = 1).
+  // L - skip_last_layers (0: the last layer = last_hidden_state; SD2 and
+  // A1111 "CLIP skip 2" = 1). Layers after that one are not run.
   torch::Tensor encode(const torch::Tensor& ids, int64_t skip_last_layers = 0);
 
  private:
+  // hidden_states[0..layers]: the embeddings and the outputs of the first `layers` layers.
+  std::vector<torch::Tensor> hidden_states(const torch::Tensor& ids, int64_t layers);
+
   ClipTextConfig config_;
   torch::nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
   torch::nn::ModuleList layers{nullptr};
