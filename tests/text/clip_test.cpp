@@ -73,8 +73,9 @@ text::ClipTextModel golden_model(const cn::testing::GoldenCase& c) {
 }  // namespace
 
 // bfloat16 weights and activations (8-bit mantissa) stay close to float32:
-// the states are O(1..4), so a few bf16 ulps (2^-8 relative) after three
-// layers and a LayerNorm bound the error.
+// states are O(1..4) and one bf16 rounding is 2^-8 relative, so the error
+// after a few layers should be a few ulps of the largest value (measured about
+// 2% of it); 5% leaves margin while still catching a wrong dtype path.
 TEST(ClipText, Bfloat16IsCloseToFloat32) {
   CN_REQUIRE_GOLDEN();
   auto cases = cn::testing::golden_cases("text_encoder");
@@ -148,5 +149,6 @@ TEST(ClipText, ConfigAndArgumentsAreChecked) {
   torch::NoGradGuard no_grad;
   const auto out = model->forward(ids);
   EXPECT_EQ(out.hidden_states.size(), 3u);
-  EXPECT_TRUE(model->encode(ids, 1).equal(model->named_modules()["text_model.final_layer_norm"]->as<torch::nn::LayerNorm>()->forward(out.hidden_states[1])));
+  auto* final_layer_norm = model->named_modules()["text_model.final_layer_norm"]->as<torch::nn::LayerNorm>();
+  EXPECT_TRUE(model->encode(ids, 1).equal(final_layer_norm->forward(out.hidden_states[1])));
 }
