@@ -58,6 +58,8 @@ SdModel load_diffusers_folder(const fs::path& dir) {
   m.unet = diffusers_component(dir / "unet", "diffusion_pytorch_model");
   m.vae = diffusers_component(dir / "vae", "diffusion_pytorch_model");
   m.text_encoder = diffusers_component(dir / "text_encoder", "model");
+  // Older transformers saved the position_ids buffer; it is arange(77), not a weight.
+  m.text_encoder.weights.erase("text_model.embeddings.position_ids");
   if (path_exists(dir / "tokenizer" / "vocab.json")) {
     m.tokenizer_dir = (dir / "tokenizer").string();
     m.text_pad_id = pad_id_of(dir / "tokenizer");

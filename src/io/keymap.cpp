@@ -7,6 +7,7 @@
 #include <set>
 
 #include "controlnet/error.h"
+#include "io/pickle.h"
 
 namespace cn::io {
 namespace {
@@ -351,8 +352,7 @@ TensorMap read_tensor_file(const std::string& path) {
   in.read(magic, 4);
   const bool zip = magic[0] == 'P' && magic[1] == 'K';
   const bool legacy_pickle = static_cast<unsigned char>(magic[0]) == 0x80;
-  if (zip || legacy_pickle)
-    throw Error(path + ": PyTorch pickle checkpoints (.ckpt/.pth) are not readable yet; convert it to .safetensors");
+  if (zip || legacy_pickle) return load_torch_checkpoint(path);
   return load_safetensors(path);
 }
 
