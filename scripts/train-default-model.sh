@@ -3,7 +3,8 @@
 # a Fill50K-style dataset, then a tiny SD (VAE, then UNet + text encoder) and a
 # ControlNet for it with the paper's recipe, all with controlnet.cpp's trainer.
 # Usage: scripts/train-default-model.sh [work-dir]   (default: build/default-model)
-# Step counts can be overridden: VAE_STEPS, BASE_STEPS, CONTROL_STEPS.
+# Step counts can be overridden: VAE_STEPS, BASE_STEPS, CONTROL_STEPS. A stage
+# whose output already exists in the work dir is kept (delete it to redo it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-build/default-model}
@@ -12,24 +13,27 @@ cli=${CONTROLNET_CLI:-build/controlnet}
 mkdir -p "$work"
 start=$(date +%s)
 
-"$cli" dataset fill --out "$work/fill" --count 4000 --size 64 --seed 1
+# Runs a training stage unless it completed before (its folder holds DONE).
+stage() { local out=$1; shift; [ -f "$out/DONE" ] && return 0; "$cli" train --output "$out" "$@"; touch "$out/DONE"; }
+
+[ -f "$work/fill/prompt.json" ] || "$cli" dataset fill --out "$work/fill" --count 4000 --size 64 --seed 1
 
 # 1. VAE (4x down-sampling): reconstruction + KL; its scaling factor is
 #    measured from the latents.
-"$cli" train --model models/default-config --from-scratch --train vae --data "$work/fill" \
-  --output "$work/base-vae" --resolution 64 --batch-size 16 --lr 1e-3 --steps "${VAE_STEPS:-800}" \
+stage "$work/base-vae" --model models/default-config --from-scratch --train vae --data "$work/fill" \
+  --resolution 64 --batch-size 16 --lr 1e-3 --steps "${VAE_STEPS:-800}" \
   --seed 1 --log-every 50
-cp -r models/default-config/{unet,text_encoder,tokenizer} "$work/base-vae/"
+cp -r models/default-config/{unet,text_encoder,tokenizer} "$work/base-vae/"  # configs for stage 2
 
 # 2. UNet and text encoder from scratch on targets + prompts (10 % empty
 #    prompts so classifier-free guidance has an unconditional model).
-"$cli" train --model "$work/base-vae" --from-scratch --train unet,text --data "$work/fill" \
-  --output "$work/base" --resolution 64 --batch-size 16 --lr 5e-4 --prompt-dropout 0.1 \
+stage "$work/base" --model "$work/base-vae" --from-scratch --train unet,text --data "$work/fill" \
+  --resolution 64 --batch-size 16 --lr 5e-4 --prompt-dropout 0.1 \
   --steps "${BASE_STEPS:-2500}" --save-every 500 --seed 2 --log-every 50
 
 # 3. The ControlNet, as the paper trains it: base locked, zero convolutions,
 #    50 % of prompts dropped.
-"$cli" train --model "$work/base" --data "$work/fill" --output "$work/control" --resolution 64 \
+stage "$work/control" --model "$work/base" --data "$work/fill" --resolution 64 \
   --batch-size 16 --lr 1e-4 --prompt-dropout 0.5 --steps "${CONTROL_STEPS:-1500}" --save-every 500 --seed 3 \
   --log-every 50 --validation-prompt "red circle with blue background" --validation-image examples/circle.png
 

@@ -1,0 +1,89 @@
+// The trainer end to end on the golden mini model: a resumed run continues
+// exactly the loss curve and weights of an uninterrupted one.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "io/safetensors.h"
+#include "support/golden.h"
+#include "train/dataset.h"
+#include "train/trainer.h"
+
+using namespace cn;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> loss_lines(const fs::path& dir) {
+  std::ifstream in(dir / "loss.csv");
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line.substr(0, line.rfind(',')));  // drop the time
+  return out;
+}
+
+}  // namespace
+
+TEST(Trainer, ResumedRunContinuesTheSameCurve) {
+  CN_REQUIRE_GOLDEN();
+  const auto tmp = fs::temp_directory_path() / "cn_trainer_test";
+  fs::remove_all(tmp);
+  train::write_fill_dataset((tmp / "data").string(), 12, 64, 5);
+
+  train::TrainOptions o;
+  o.model = (cn::testing::golden_root() / "mini-sd15").string();
+  o.data = (tmp / "data").string();
+  o.resolution = 64;
+  o.batch_size = 2;
+  o.lr = 1e-4;
+  o.seed = 11;
+  o.log_every = 1;
+  o.steps = 4;
+  o.output = (tmp / "straight").string();
+  train::run_training(o, {});
+
+  o.steps = 2;
+  o.output = (tmp / "resumed").string();
+  train::run_training(o, {});
+  o.steps = 4;
+  o.resume = o.output;
+  train::run_training(o, {});
+
+  const auto straight = loss_lines(tmp / "straight"), resumed = loss_lines(tmp / "resumed");
+  ASSERT_EQ(straight.size(), 5u);  // header + 4 steps
+  EXPECT_EQ(straight, resumed);
+  auto a = io::load_safetensors((tmp / "straight/controlnet/diffusion_pytorch_model.safetensors").string());
+  auto b = io::load_safetensors((tmp / "resumed/controlnet/diffusion_pytorch_model.safetensors").string());
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(t.equal(b.at(name))) << name;
+  // Both layouts are written, and the LDM one holds control_model.* names.
+  auto ldm = io::load_safetensors((tmp / "straight/control_model.safetensors").string());
+  EXPECT_TRUE(ldm.count("control_model.middle_block_out.0.weight"));
+  EXPECT_TRUE(fs::exists(tmp / "straight/loss.png"));
+  fs::remove_all(tmp);
+}
+
+TEST(Dataset, FillSamplesMatchTheirPrompts) {
+  const auto tmp = fs::temp_directory_path() / "cn_fill_test";
+  fs::remove_all(tmp);
+  train::write_fill_dataset(tmp.string(), 6, 64, 3);
+  train::PairDataset data(tmp.string(), 64);
+  ASSERT_EQ(data.size(), 6u);
+  auto batch = data.load({0, 1});
+  EXPECT_EQ(batch.images.sizes(), (std::vector<int64_t>{2, 3, 64, 64}));
+  EXPECT_GE(batch.images.min().item<double>(), -1.0);
+  EXPECT_LE(batch.hints.max().item<double>(), 1.0);
+  // The prompt names the fill colour: the target's centre of mass of that
+  // colour lies inside the outline drawn in the hint.
+  const auto& colours = train::fill_colours();
+  for (int i = 0; i < 2; ++i) {
+    const auto fill = batch.prompts[i].substr(0, batch.prompts[i].find(' '));
+    auto it = std::find_if(colours.begin(), colours.end(), [&](const auto& c) { return c.first == fill; });
+    ASSERT_NE(it, colours.end()) << batch.prompts[i];
+    auto rgb = torch::tensor({it->second[0], it->second[1], it->second[2]}, torch::kFloat).view({3, 1, 1}) / 127.5 - 1;
+    auto mask = (batch.images[i] - rgb).abs().sum(0) < 0.1;
+    EXPECT_GT(mask.sum().item<int64_t>(), 50) << "no pixels of the prompted fill colour";
+    EXPECT_GT(batch.hints[i].sum().item<double>(), 10.0) << "empty outline";
+  }
+  fs::remove_all(tmp);
+}
