@@ -56,8 +56,8 @@ struct GenerateOptions {
   std::string sampler = "euler_a";
   std::string schedule = "default";     // default | karras
   int64_t seed = -1;                    // -1: random (the chosen seed is reported)
-  int width = 512;
-  int height = 512;
+  int width = 0;                        // 0: the model's native size (SD1.5: 512, SD2.1-v: 768)
+  int height = 0;
   int batch_size = 1;                   // images per denoising batch
   int batch_count = 1;                  // batches, one after another
   std::string init_image;               // img2img when set

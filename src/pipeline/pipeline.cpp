@@ -177,7 +177,12 @@ void validate(const GenerateOptions& o) {
 
 }  // namespace
 
-std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& o, const ProgressCallback& progress) {
+std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, const ProgressCallback& progress) {
+  GenerateOptions o = options;
+  // Unset sizes default to what the model was trained at.
+  const int native = int(impl_->unet->config().sample_size << (impl_->vae->config().block_out_channels.size() - 1));
+  if (o.width == 0) o.width = native;
+  if (o.height == 0) o.height = native;
   validate(o);
   auto& m = *impl_;
   torch::NoGradGuard no_grad;
@@ -201,7 +206,8 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& o, const P
   if (seed < 0) seed = int64_t(std::random_device{}() & 0x7fffffff);
 
   std::vector<GeneratedImage> results;
-  const int64_t latent_h = o.height / 8, latent_w = o.width / 8;
+  const int64_t factor = int64_t(1) << (m.vae->config().block_out_channels.size() - 1);
+  const int64_t latent_h = o.height / factor, latent_w = o.width / factor;
   for (int batch = 0; batch < o.batch_count; ++batch) {
     // Each batch draws its noise from a PyTorch-compatible CPU generator seeded
     // with seed + batch * batch_size, so the first image of every batch can be

@@ -120,8 +120,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--sampler", g.sampler, "ddim, euler, euler_a, dpmpp_2m, unipc, lms, plms")->capture_default_str()->group(sampling);
   cmd->add_option("--schedule", g.schedule, "default or karras")->capture_default_str()->group(sampling);
   cmd->add_option("--seed", g.seed, "-1 = random (printed)")->capture_default_str()->group(sampling);
-  cmd->add_option("-W,--width", g.width, "Multiple of 8")->capture_default_str()->group(sampling);
-  cmd->add_option("-H,--height", g.height, "Multiple of 8")->capture_default_str()->group(sampling);
+  cmd->add_option("-W,--width", g.width, "Multiple of 8 (default: the model's native size)")->group(sampling);
+  cmd->add_option("-H,--height", g.height, "Multiple of 8 (default: the model's native size)")->group(sampling);
   cmd->add_option("--batch-size", g.batch_size, "Images per batch")->capture_default_str()->group(sampling);
   cmd->add_option("--batch-count", g.batch_count, "Batches")->capture_default_str()->group(sampling);
   cmd->add_option("--init-image", g.init_image, "img2img: start from this image")->group(sampling);
