@@ -33,19 +33,6 @@ Component diffusers_component(const fs::path& dir, const std::string& stem) {
   return c;
 }
 
-// The pad token id of a Hugging Face tokenizer folder (SD1: <|endoftext|>, SD2: "!").
-int64_t pad_id_of(const fs::path& tokenizer_dir) {
-  const auto map_path = tokenizer_dir / "special_tokens_map.json";
-  if (!path_exists(map_path)) return 49407;
-  const auto map = read_json(map_path.string());
-  if (!map.contains("pad_token")) return 49407;
-  const auto& pad = map["pad_token"];
-  const std::string token = pad.is_object() ? pad.value("content", "") : pad.get<std::string>();
-  const auto vocab = read_json((tokenizer_dir / "vocab.json").string());
-  if (!vocab.contains(token)) throw Error(map_path.string() + ": pad token '" + token + "' is not in vocab.json");
-  return vocab[token].get<int64_t>();
-}
-
 // SD1 and SD2 differ in the text tower: CLIP ViT-L (quick_gelu, 768) vs
 // OpenCLIP ViT-H (gelu, 1024). The activation tells them apart at any width.
 std::string family_of(const nlohmann::json& text_config) {
@@ -62,7 +49,7 @@ SdModel load_diffusers_folder(const fs::path& dir) {
   m.text_encoder.weights.erase("text_model.embeddings.position_ids");
   if (path_exists(dir / "tokenizer" / "vocab.json")) {
     m.tokenizer_dir = (dir / "tokenizer").string();
-    m.text_pad_id = pad_id_of(dir / "tokenizer");
+    m.text_pad_id = tokenizer_pad_id((dir / "tokenizer").string());
   }
   m.family = family_of(m.text_encoder.config);
   if (m.tokenizer_dir.empty()) m.text_pad_id = m.family == "SD2.x" ? 0 : 49407;
@@ -73,6 +60,21 @@ SdModel load_diffusers_folder(const fs::path& dir) {
 }
 
 }  // namespace
+
+// SD1 pads with <|endoftext|>, SD2 with "!" (id 0 in the CLIP vocabulary).
+int64_t tokenizer_pad_id(const std::string& dir) {
+  const fs::path tokenizer_dir(dir);
+  const auto map_path = tokenizer_dir / "special_tokens_map.json";
+  const auto map = path_exists(map_path) ? read_json(map_path.string()) : nlohmann::json::object();
+  std::string token = "<|endoftext|>";
+  if (map.contains("pad_token")) {
+    const auto& pad = map["pad_token"];
+    token = pad.is_object() ? pad.value("content", token) : pad.get<std::string>();
+  }
+  const auto vocab = read_json((tokenizer_dir / "vocab.json").string());
+  if (!vocab.contains(token)) throw Error(map_path.string() + ": pad token '" + token + "' is not in vocab.json");
+  return vocab[token].get<int64_t>();
+}
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);

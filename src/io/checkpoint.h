@@ -39,6 +39,10 @@ Component load_vae(const std::string& path);
 // control_model.* keys (1.1, or 1.0 with a full SD alongside).
 Component load_controlnet(const std::string& path);
 
+// The pad token id of a Hugging Face tokenizer folder (special_tokens_map.json;
+// <|endoftext|> when unspecified).
+int64_t tokenizer_pad_id(const std::string& tokenizer_dir);
+
 // Reads a JSON file, with errors naming it.
 nlohmann::json read_json(const std::string& path);
 

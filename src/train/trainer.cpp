@@ -73,6 +73,7 @@ Base load_base(const TrainOptions& o) {
     b.source.vae = part("vae", "diffusion_pytorch_model", o.train.count("vae") > 0);
     b.source.text_encoder = part("text_encoder", "model", o.train.count("text") > 0);
     b.source.tokenizer_dir = (dir / "tokenizer").string();
+    b.source.text_pad_id = io::tokenizer_pad_id(b.source.tokenizer_dir);
     b.source.scheduler_config = io::read_json((dir / "scheduler" / "scheduler_config.json").string());
     b.source.layout = "diffusers";
   } else {
