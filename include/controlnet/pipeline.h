@@ -36,6 +36,7 @@ struct ControlNetUnit {
   double end = 1.0;                           // ... and ends
   ControlMode mode = ControlMode::balanced;
   std::string resize_mode = "crop-and-resize";  // just-resize | crop-and-resize | resize-and-fill
+  std::string preprocess;                     // run this preprocessor on the image first (e.g. "canny")
 };
 
 struct ModelOptions {

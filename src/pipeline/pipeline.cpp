@@ -13,6 +13,7 @@
 #include "pipeline/denoise.h"
 #include "pipeline/default_model.h"
 #include "pipeline/prompt.h"
+#include "preprocess/preprocess.h"
 #include "sampling/samplers.h"
 #include "models/vae.h"
 #include "nn/weights.h"
@@ -195,7 +196,10 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
   std::vector<pipeline::ActiveControlNet> controls;
   for (const auto& unit : o.controls) {
     auto net = m.controlnet(unit.model);
-    auto image = io::fit_image(io::read_rgb_image(unit.image), o.width, o.height, io::parse_resize_mode(unit.resize_mode));
+    auto source = io::read_rgb_image(unit.image);
+    // Detect at the output's short side ("pixel perfect"), then fit as usual.
+    if (!unit.preprocess.empty()) source = preprocess::detect(unit.preprocess, source, {std::min(o.width, o.height)});
+    auto image = io::fit_image(source, o.width, o.height, io::parse_resize_mode(unit.resize_mode));
     auto hint = io::image_to_tensor(image).to(m.device, m.dtype);
     controls.push_back({net, net->embed_hint(hint), unit.scale, unit.start, unit.end, unit.mode});
   }

@@ -15,7 +15,7 @@ namespace {
 struct GenerateArgs {
   ModelOptions model;
   GenerateOptions gen;
-  std::vector<std::string> controlnets, control_images, control_modes, resize_modes;
+  std::vector<std::string> controlnets, control_images, control_modes, resize_modes, preprocessors;
   std::vector<double> scales, starts, ends;
   std::string output = "output.png";
 };
@@ -52,6 +52,7 @@ void build_units(GenerateArgs& a) {
     u.end = per_unit(a.ends, i, 1.0, "--control-end");
     u.mode = parse_control_mode(per_unit(a.control_modes, i, std::string("balanced"), "--control-mode"));
     u.resize_mode = per_unit(a.resize_modes, i, std::string("crop-and-resize"), "--resize-mode");
+    u.preprocess = per_unit(a.preprocessors, i, std::string(), "--preprocess");
     a.gen.controls.push_back(u);
   }
 }
@@ -135,6 +136,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--control-end", a.ends, "Fraction of steps where it ends (default 1)")->group(control);
   cmd->add_option("--control-mode", a.control_modes, "balanced, prompt or controlnet (default balanced)")->group(control);
   cmd->add_option("--resize-mode", a.resize_modes, "just-resize, crop-and-resize, resize-and-fill")->group(control);
+  cmd->add_option("--preprocess", a.preprocessors, "Run this preprocessor on the control image first (see detect --list)")->group(control);
   cmd->add_flag("--guess-mode", g.guess_mode, "ControlNet on the conditional half only, with logspace scales")->group(control);
 
   cmd->add_option("-o,--output", a.output, "Output PNG (numbered when several)")->capture_default_str()->group("Output");

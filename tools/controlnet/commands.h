@@ -19,5 +19,6 @@ void add_info_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_dataset_command(CLI::App& app);
+void add_detect_command(CLI::App& app);
 
 }  // namespace cn::cli

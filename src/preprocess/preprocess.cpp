@@ -1,0 +1,93 @@
+#include "preprocess/preprocess.h"
+
+#include <cfenv>
+#include <cmath>
+#include <opencv2/imgproc.hpp>
+
+#include "controlnet/error.h"
+
+namespace cn::preprocess {
+
+cv::Mat hwc3(const cv::Mat& image) {
+  CV_Assert(image.depth() == CV_8U);
+  if (image.channels() == 3) return image;
+  cv::Mat out;
+  if (image.channels() == 1) {
+    cv::cvtColor(image, out, cv::COLOR_GRAY2RGB);
+    return out;
+  }
+  if (image.channels() != 4) throw Error("image with " + std::to_string(image.channels()) + " channels");
+  out.create(image.rows, image.cols, CV_8UC3);
+  for (int y = 0; y < image.rows; ++y)
+    for (int x = 0; x < image.cols; ++x) {
+      const auto p = image.at<cv::Vec4b>(y, x);
+      const float alpha = float(p[3]) / 255.0f;
+      for (int c = 0; c < 3; ++c) {
+        // Two float32 roundings, no fused multiply-add, as numpy computes it.
+        volatile float colour = float(p[c]) * alpha;
+        volatile float white = 255.0f * (1.0f - alpha);
+        const float v = std::clamp(colour + white, 0.0f, 255.0f);
+        out.at<cv::Vec3b>(y, x)[c] = uint8_t(v);
+      }
+    }
+  return out;
+}
+
+cv::Mat resize_image(const cv::Mat& image, int resolution) {
+  const double k = double(resolution) / std::min(image.rows, image.cols);
+  // numpy.round: half to even, which nearbyint does in the default rounding mode.
+  const int h = int(std::nearbyint(image.rows * k / 64.0)) * 64;
+  const int w = int(std::nearbyint(image.cols * k / 64.0)) * 64;
+  if (h == image.rows && w == image.cols) return image.clone();
+  cv::Mat out;
+  cv::resize(image, out, {w, h}, 0, 0, k > 1 ? cv::INTER_LANCZOS4 : cv::INTER_AREA);
+  return out;
+}
+
+const std::vector<Detector>& detectors() {
+  static const std::vector<Detector> all = {
+      {"canny", "Canny edges (OpenCV, on the RGB image)", "low threshold", "high threshold", 100, 200, "",
+       [](const cv::Mat& rgb, double a, double b) {
+         cv::Mat edges;
+         cv::Canny(rgb, edges, a, b);
+         return edges;
+       }},
+      {"binary", "binary threshold of the gray image (Otsu when the threshold is 0)", "threshold (0 = Otsu)", "", 0, 0, "",
+       [](const cv::Mat& rgb, double a, double) {
+         cv::Mat gray, out;
+         cv::cvtColor(rgb, gray, cv::COLOR_RGB2GRAY);
+         if (a == 0) cv::threshold(gray, out, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
+         else cv::threshold(gray, out, a, 255, cv::THRESH_BINARY_INV);
+         return out;
+       }},
+      {"scribble", "a user's scribble (dark strokes on white) to white strokes on black", "", "", 0, 0, "",
+       [](const cv::Mat& rgb, double, double) {
+         std::vector<cv::Mat> channels;
+         cv::split(rgb, channels);
+         cv::Mat darkest = cv::min(cv::min(channels[0], channels[1]), channels[2]);
+         cv::Mat out = cv::Mat::zeros(rgb.size(), CV_8U);
+         out.setTo(255, darkest < 127);
+         return out;
+       }},
+  };
+  return all;
+}
+
+const Detector& find_detector(const std::string& name) {
+  for (const auto& d : detectors())
+    if (d.name == name) return d;
+  std::string valid;
+  for (const auto& d : detectors()) valid += (valid.empty() ? "" : ", ") + d.name;
+  throw Error("unknown preprocessor '" + name + "' (available: " + valid + ")");
+}
+
+cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOptions& options) {
+  const auto& d = find_detector(type);
+  if (options.resolution < 64 || options.resolution > 4096) throw Error("detect resolution must be in 64..4096");
+  const auto input = resize_image(hwc3(image), options.resolution);
+  const double a = options.threshold_a < 0 ? d.default_a : options.threshold_a;
+  const double b = options.threshold_b < 0 ? d.default_b : options.threshold_b;
+  return hwc3(d.run(input, a, b));
+}
+
+}  // namespace cn::preprocess

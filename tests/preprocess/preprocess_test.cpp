@@ -1,0 +1,108 @@
+// Model-free preprocessors against the ControlNet 1.1 annotators' outputs
+// (golden/preprocess): exact, pixel for pixel.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <regex>
+
+#include "controlnet/error.h"
+#include "preprocess/preprocess.h"
+#include "support/golden.h"
+
+using namespace cn;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path case_dir(const std::string& name) { return cn::testing::golden_root() / "preprocess" / name; }
+
+// A PNG as stored: gray, RGB or RGBA (OpenCV reads BGR; the fixtures are RGB).
+cv::Mat read_png(const fs::path& path) {
+  cv::Mat m = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
+  if (m.empty()) throw std::runtime_error("cannot read " + path.string());
+  if (m.channels() == 3) cv::cvtColor(m, m, cv::COLOR_BGR2RGB);
+  if (m.channels() == 4) cv::cvtColor(m, m, cv::COLOR_BGRA2RGBA);
+  return m;
+}
+
+int64_t differing_pixels(const cv::Mat& a, const cv::Mat& b) {
+  if (a.size() != b.size() || a.type() != b.type()) return -1;
+  cv::Mat diff;
+  cv::absdiff(a, b, diff);
+  return cv::countNonZero(diff.reshape(1));
+}
+
+nlohmann::json manifest(const std::string& name) {
+  std::ifstream in(case_dir(name) / "manifest.json");
+  return nlohmann::json::parse(in);
+}
+
+}  // namespace
+
+TEST(Preprocess, Hwc3) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = case_dir("util_hwc3");
+  EXPECT_EQ(differing_pixels(preprocess::hwc3(read_png(dir / "gray_in.png")), read_png(dir / "gray_out.png")), 0);
+  EXPECT_EQ(differing_pixels(preprocess::hwc3(read_png(dir / "rgba_in.png")), read_png(dir / "rgba_out.png")), 0);
+  // Every colour x alpha pair: R=G=B=row, A=column.
+  cv::Mat table(256, 256, CV_8UC4);
+  for (int r = 0; r < 256; ++r)
+    for (int c = 0; c < 256; ++c) table.at<cv::Vec4b>(r, c) = cv::Vec4b(r, r, r, c);
+  cv::Mat composited;  // R = G = B, so the table stores one channel
+  cv::extractChannel(preprocess::hwc3(table), composited, 0);
+  EXPECT_EQ(differing_pixels(composited, read_png(dir / "rgba_table_out.png")), 0);
+}
+
+TEST(Preprocess, ResizeImage) {
+  CN_REQUIRE_GOLDEN();
+  int checked = 0;
+  const auto files = manifest("util_resize_image").at("files");
+  for (const auto& [file, meta] : files.items()) {
+    if (!meta.contains("resolution")) continue;
+    SCOPED_TRACE(file);
+    auto input = read_png(case_dir("util_resize_image") / meta.at("input").get<std::string>());
+    EXPECT_EQ(differing_pixels(preprocess::resize_image(input, meta.at("resolution")), read_png(case_dir("util_resize_image") / file)), 0);
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
+}
+
+TEST(Preprocess, CannyMatchesOpenCvOnRgb) {
+  CN_REQUIRE_GOLDEN();
+  const std::regex name(R"(c\d+_out_(\d+)_(\d+)\.png)");
+  int checked = 0;
+  const auto files = manifest("canny").at("files");
+  for (const auto& [file, meta] : files.items()) {
+    std::smatch m;
+    if (!std::regex_match(file, m, name)) continue;
+    SCOPED_TRACE(file);
+    auto input = read_png(case_dir("canny") / meta.at("input").get<std::string>());
+    const auto& canny = preprocess::find_detector("canny");
+    auto edges = canny.run(input, std::stod(m[1]), std::stod(m[2]));
+    EXPECT_EQ(differing_pixels(edges, read_png(case_dir("canny") / file)), 0);
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
+}
+
+TEST(Preprocess, UserScribble) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = case_dir("scribble_user");
+  for (int res : {256, 512}) {
+    const auto suffix = "_res" + std::to_string(res) + ".png";
+    if (!fs::exists(dir / ("v10_map" + suffix))) continue;
+    auto map = preprocess::detect("scribble", read_png(dir / "drawing.png"), {res});
+    EXPECT_EQ(differing_pixels(map, read_png(dir / ("v10_map" + suffix))), 0) << res;
+  }
+}
+
+TEST(Preprocess, UnknownTypeNamesTheAvailableOnes) {
+  try {
+    preprocess::find_detector("depth_leres");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("canny"), std::string::npos);
+  }
+}

@@ -1,0 +1,40 @@
+// `controlnet detect`: run a condition preprocessor on an image.
+#include <iostream>
+
+#include "commands.h"
+#include "controlnet/error.h"
+#include "io/image.h"
+#include "preprocess/preprocess.h"
+
+namespace cn::cli {
+
+void add_detect_command(CLI::App& app) {
+  static std::string type, input, output;
+  static preprocess::DetectOptions options;
+  static bool list = false;
+  auto* cmd = add_command(app, "detect", "Make a control image from a photo or drawing (Canny, scribble, ...)", [] {
+    if (list) {
+      for (const auto& d : preprocess::detectors()) {
+        std::cout << d.name << ": " << d.description;
+        if (!d.threshold_a.empty()) std::cout << "; a = " << d.threshold_a << " (default " << d.default_a << ")";
+        if (!d.threshold_b.empty()) std::cout << "; b = " << d.threshold_b << " (default " << d.default_b << ")";
+        std::cout << (d.checkpoint.empty() ? "; no checkpoint needed" : "; needs " + d.checkpoint) << "\n";
+      }
+      return 0;
+    }
+    if (type.empty() || input.empty() || output.empty()) throw Error("detect needs --type TYPE IN OUT (or --list)");
+    auto map = preprocess::detect(type, io::read_rgb_image(input), options);
+    io::write_png(output, map);
+    std::cout << output << " (" << map.cols << "x" << map.rows << ")\n";
+    return 0;
+  });
+  cmd->add_option("--type", type, "Preprocessor (see --list)");
+  cmd->add_option("input", input, "Input image");
+  cmd->add_option("output", output, "Output PNG");
+  cmd->add_option("--resolution", options.resolution, "Detect resolution (short side)")->capture_default_str();
+  cmd->add_option("--threshold-a", options.threshold_a, "First threshold (see --list)");
+  cmd->add_option("--threshold-b", options.threshold_b, "Second threshold (see --list)");
+  cmd->add_flag("--list", list, "List the preprocessors, their thresholds and checkpoints");
+}
+
+}  // namespace cn::cli
