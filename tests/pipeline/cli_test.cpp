@@ -1,0 +1,103 @@
+// `controlnet generate` as users run it: the same image as the library call,
+// from either weight layout; byte-identical reruns; clear errors with exit
+// code 2 and no output file.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "controlnet/pipeline.h"
+#include "io/image.h"
+#include "support/golden.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Run {
+  int code;
+  std::string output;
+};
+
+Run cli(const std::string& args) {
+  const auto log = fs::temp_directory_path() / "cn_cli_test.log";
+  const int status = std::system((std::string(CONTROLNET_CLI) + " " + args + " > " + log.string() + " 2>&1").c_str());
+  std::ifstream in(log);
+  std::stringstream s;
+  s << in.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
+}
+
+std::string bytes_of(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+TEST(Cli, GenerateMatchesTheLibraryInBothLayouts) {
+  CN_REQUIRE_GOLDEN();
+  const auto root = cn::testing::golden_root() / "mini-sd15";
+  const auto control = root / "cases/e2e_ddim10_cfg7.5_cn1.0/control_image_0.png";
+  const auto tmp = fs::temp_directory_path() / "cn_cli_generate";
+  fs::create_directories(tmp);
+  const std::string common = " -p \"a photo of a cat\" -n blurry --steps 4 --sampler euler_a --seed 7 -W 128 -H 128 --control " +
+                             control.string() + " --controlnet ";
+  auto a = cli("generate -m " + root.string() + common + (root / "controlnet").string() + " -o " + (tmp / "a.png").string());
+  ASSERT_EQ(a.code, 0) << a.output;
+  auto b = cli("generate -m " + root.string() + common + (root / "controlnet").string() + " -o " + (tmp / "b.png").string());
+  ASSERT_EQ(b.code, 0) << b.output;
+  EXPECT_EQ(bytes_of(tmp / "a.png"), bytes_of(tmp / "b.png")) << "same seed, different PNG";
+  auto ldm = cli("generate -m " + (root / "ldm/sd15_mini.safetensors").string() + common +
+                 (root / "ldm/control_sd15_mini.safetensors").string() + " -o " + (tmp / "ldm.png").string());
+  ASSERT_EQ(ldm.code, 0) << ldm.output;
+
+  cn::ModelOptions model{root.string()};
+  cn::GenerateOptions o;
+  o.prompt = "a photo of a cat";
+  o.negative_prompt = "blurry";
+  o.steps = 4;
+  o.width = o.height = 128;  // LDM files do not record the native size (SD1 files default to 512)
+  o.sampler = "euler_a";
+  o.seed = 7;
+  o.controls.push_back({(root / "controlnet").string(), control.string()});
+  auto image = cn::Pipeline::load(model)->generate(o).at(0);
+  auto from_cli = cn::io::read_rgb_image((tmp / "a.png").string());
+  auto from_ldm = cn::io::read_rgb_image((tmp / "ldm.png").string());
+  ASSERT_EQ(from_cli.cols, image.image.width);
+  EXPECT_TRUE(std::equal(image.image.rgb.begin(), image.image.rgb.end(), from_cli.data)) << "CLI and library differ";
+  EXPECT_TRUE(std::equal(image.image.rgb.begin(), image.image.rgb.end(), from_ldm.data)) << "LDM and diffusers differ";
+  std::string parameters;
+  for (const auto& [key, value] : cn::io::read_png_text((tmp / "a.png").string()))
+    if (key == "parameters") parameters = value;
+  EXPECT_NE(parameters.find("Seed: 7"), std::string::npos) << parameters;
+  EXPECT_NE(parameters.find("ControlNet 0"), std::string::npos) << parameters;
+  fs::remove_all(tmp);
+}
+
+TEST(Cli, ErrorsAreClearAndWriteNothing) {
+  CN_REQUIRE_GOLDEN();
+  const auto root = cn::testing::golden_root() / "mini-sd15";
+  const auto out = fs::temp_directory_path() / "cn_cli_error.png";
+  fs::remove(out);
+  const std::string base = "generate -m " + root.string() + " -p x --steps 2 -o " + out.string();
+  struct Case {
+    std::string args, message;
+  } cases[] = {
+      {" --controlnet " + (root / "controlnet").string(), "control image"},
+      {" --sampler heun", "euler_a"},
+      {" -W 100", "multiples of 8"},
+      {" --control /nonexistent.png --controlnet " + (root / "controlnet").string(), "/nonexistent.png"},
+      {" --cfg -3", "cfg"},
+  };
+  for (const auto& c : cases) {
+    auto r = cli(base + c.args);
+    EXPECT_EQ(r.code, 2) << c.args << ": " << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << ": " << r.output;
+    EXPECT_FALSE(fs::exists(out)) << c.args << " wrote an output";
+  }
+}
