@@ -41,9 +41,15 @@ ControlNetConfig ControlNetConfig::from_json(const nlohmann::json& config) {
   return c;
 }
 
-ControlNetConfig ControlNetConfig::from_unet(const UNetConfig& unet) {
+ControlNetConfig ControlNetConfig::from_unet(const UNetConfig& unet, int64_t vae_factor) {
   ControlNetConfig c;
   c.trunk = unet;
+  // One stride-2 stage per factor of 2: (16, 32, 96, 256) for SD's 8x VAE.
+  int64_t stages = 0;
+  while ((int64_t(1) << stages) < vae_factor) ++stages;
+  if ((int64_t(1) << stages) != vae_factor || stages > 3)
+    throw Error("ControlNet: unsupported VAE down-sampling factor " + std::to_string(vae_factor));
+  c.conditioning_embedding_out_channels.resize(stages + 1);
   return c;
 }
 
@@ -92,6 +98,10 @@ torch::Tensor ControlNetModelImpl::embed_hint(const torch::Tensor& condition, Tr
   if (condition.dim() != 4 || condition.size(1) != cn_config_.conditioning_channels)
     throw Error("control image: expected [B, " + std::to_string(cn_config_.conditioning_channels) +
                 ", H, W], got " + c10::str(condition.sizes()));
+  const int64_t factor = int64_t(1) << (cn_config_.conditioning_embedding_out_channels.size() - 1);
+  if (condition.size(2) % factor || condition.size(3) % factor)
+    throw Error("control image: " + std::to_string(condition.size(3)) + "x" + std::to_string(condition.size(2)) +
+                " is not a multiple of the hint encoder's factor " + std::to_string(factor));
   auto input = condition.to(conv_in->weight.options());
   if (cn_config_.bgr_conditioning) input = input.flip({1});
   auto embedding = controlnet_cond_embedding(input);

@@ -16,8 +16,9 @@ struct ControlNetConfig {
   bool global_pool_conditions = false;
 
   static ControlNetConfig from_json(const nlohmann::json& config);
-  // The ControlNet that clones `unet` (diffusers ControlNetModel.from_unet).
-  static ControlNetConfig from_unet(const UNetConfig& unet);
+  // The ControlNet that clones `unet` (diffusers ControlNetModel.from_unet),
+  // its hint encoder down-sampling by the VAE's factor (8 for SD).
+  static ControlNetConfig from_unet(const UNetConfig& unet, int64_t vae_factor = 8);
   nlohmann::json to_json() const;
 };
 

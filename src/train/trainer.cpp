@@ -155,7 +155,8 @@ class Trainer {
     if (controlnet) {
       if (o.controlnet_init.empty()) {
         torch::manual_seed(o.seed + 1);
-        net_ = models::ControlNetModel(models::ControlNetConfig::from_unet(base_.unet->config()));
+        const int64_t vae_factor = int64_t(1) << (base_.vae->config().block_out_channels.size() - 1);
+        net_ = models::ControlNetModel(models::ControlNetConfig::from_unet(base_.unet->config(), vae_factor));
         net_->copy_trunk_from(*base_.unet);
       } else {
         auto c = io::load_controlnet(o.controlnet_init);
