@@ -20,6 +20,8 @@ CLI::App* add_command(CLI::App& app, const std::string& name, const std::string&
 void register_commands(CLI::App& app) {
   add_generate_command(app);
   add_detect_command(app);
+  add_convert_command(app);
+  add_add_control_command(app);
   add_info_command(app);
   add_train_command(app);
   add_dataset_command(app);

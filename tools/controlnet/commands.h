@@ -20,5 +20,7 @@ void add_generate_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_dataset_command(CLI::App& app);
 void add_detect_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
+void add_add_control_command(CLI::App& app);
 
 }  // namespace cn::cli
