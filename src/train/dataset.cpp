@@ -52,6 +52,7 @@ Batch PairDataset::load(const std::vector<size_t>& indices) const {
     hints.push_back(io::image_to_tensor(square(io::read_rgb_image((fs::path(dir_) / s.source).string()), resolution_)));
     b.prompts.push_back(s.prompt);
   }
+  b.indices = indices;
   b.images = torch::cat(images) * 2 - 1;
   b.hints = torch::cat(hints);
   return b;

@@ -19,6 +19,7 @@ struct Batch {
   torch::Tensor images;  // [B, 3, R, R] targets in [-1, 1]
   torch::Tensor hints;   // [B, 3, R, R] sources in [0, 1]
   std::vector<std::string> prompts;
+  std::vector<size_t> indices;  // positions in the dataset, for per-sample caches
 };
 
 class PairDataset {

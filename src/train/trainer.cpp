@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <unordered_map>
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
@@ -247,11 +248,7 @@ class Trainer {
       return torch::mse_loss(reconstruction, batch.images) + o_.kl_weight * kl;
     }
     DiffusionInputs in;
-    {
-      torch::NoGradGuard no_grad;
-      auto posterior = base_.vae->encode(batch.images);
-      in.latents = (o_.latent_sample ? posterior.sample(generator_) : posterior.mean) * base_.vae->scaling_factor();
-    }
+    in.latents = latents(batch);
     const auto prompts = drop_prompts(batch.prompts, o_.prompt_dropout, generator_);
     if (o_.train.count("text")) {
       in.context = encode_text(prompts);
@@ -263,6 +260,28 @@ class Trainer {
     in.timesteps = torch::randint(0, base_.schedule.train_steps, {in.latents.size(0)}, generator_);
     in.hint = batch.hints;
     return diffusion_loss(base_.unet, net_.is_empty() ? nullptr : &net_, base_.schedule, in, o_.only_mid_control).loss;
+  }
+
+  // Scaled VAE latents of the batch's images. The frozen encoder's posterior
+  // mean is a function of the image alone, so it is computed once per sample
+  // and kept (16x16x4 floats each at the default model's size): the encoder
+  // would otherwise cost as much as the UNet step.
+  torch::Tensor latents(const Batch& batch) {
+    torch::NoGradGuard no_grad;
+    if (o_.latent_sample) {
+      auto posterior = base_.vae->encode(batch.images);
+      return posterior.sample(generator_) * base_.vae->scaling_factor();
+    }
+    std::vector<int64_t> missing;
+    for (size_t i = 0; i < batch.indices.size(); ++i)
+      if (!latent_cache_.count(batch.indices[i])) missing.push_back(int64_t(i));
+    if (!missing.empty()) {
+      auto fresh = base_.vae->encode(batch.images.index_select(0, torch::tensor(missing))).mean * base_.vae->scaling_factor();
+      for (size_t k = 0; k < missing.size(); ++k) latent_cache_[batch.indices[size_t(missing[k])]] = fresh[int64_t(k)];
+    }
+    std::vector<torch::Tensor> rows;
+    for (size_t i : batch.indices) rows.push_back(latent_cache_.at(i));
+    return torch::stack(rows);
   }
 
   void save() {
@@ -366,6 +385,7 @@ class Trainer {
   int64_t step_ = 0, total_ = 0;
   std::vector<double> losses_;
   double latent_sum_ = 0, latent_sq_sum_ = 0, latent_count_ = 0;
+  std::unordered_map<size_t, torch::Tensor> latent_cache_;
 };
 
 }  // namespace
