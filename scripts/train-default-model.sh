@@ -27,9 +27,18 @@ cp -r models/default-config/{unet,text_encoder,tokenizer} "$work/base-vae/"  # c
 
 # 2. UNet and text encoder from scratch on targets + prompts (10 % empty
 #    prompts so classifier-free guidance has an unconditional model).
+#    models/default-config/scheduler differs from SD's on purpose. These
+#    images are flat colours on 16x16 latents: the colour is legible in the
+#    noisy latent down to very low signal-to-noise ratios, so only the last
+#    timesteps need the prompt. SD's scaled_linear betas keep too much signal
+#    at the last step, and epsilon-prediction gives those steps almost no
+#    weight in the loss; a model trained that way ignores its prompt and
+#    invents colours from pure noise. DDPM's linear betas end near zero
+#    signal and v-prediction weights the noisy end, so the colour must come
+#    from the text.
 stage "$work/base" --model "$work/base-vae" --from-scratch --train unet,text --data "$work/fill" \
-  --resolution 64 --batch-size 16 --lr 5e-4 --prompt-dropout 0.1 \
-  --steps "${BASE_STEPS:-2500}" --save-every 500 --seed 2 --log-every 50
+  --resolution 64 --batch-size 32 --lr 1e-3 --max-grad-norm 1 --prompt-dropout 0.1 \
+  --steps "${BASE_STEPS:-1200}" --save-every 400 --seed 2 --log-every 50
 
 # 3. The ControlNet, as the paper trains it: base locked, zero convolutions,
 #    50 % of prompts dropped.
