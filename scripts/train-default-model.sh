@@ -43,8 +43,8 @@ stage "$work/base" --model "$work/base-vae" --from-scratch --train unet,text --d
 # 3. The ControlNet, as the paper trains it: base locked, zero convolutions,
 #    50 % of prompts dropped.
 stage "$work/control" --model "$work/base" --data "$work/fill" --resolution 64 \
-  --batch-size 16 --lr 1e-4 --prompt-dropout 0.5 --steps "${CONTROL_STEPS:-1500}" --save-every 500 --seed 3 \
-  --log-every 50 --validation-prompt "red circle with blue background" --validation-image examples/circle.png
+  --batch-size 32 --lr 2e-4 --prompt-dropout 0.5 --steps "${CONTROL_STEPS:-600}" --save-every 200 --sample-every 200 \
+  --seed 3 --log-every 50 --validation-prompt "red circle with blue background" --validation-image examples/circle.png
 
 # 4. Assemble models/default (weights in fp32 safetensors, configs, tokenizer).
 rm -rf models/default.tmp && mkdir -p models/default.tmp
