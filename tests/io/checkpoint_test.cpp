@@ -133,3 +133,33 @@ TEST(Checkpoint, BadInputIsRefusedClearly) {
   }
   std::filesystem::remove_all(tmp);
 }
+
+// LDM training checkpoints carry EMA copies of the UNet as model_ema.<name
+// without dots>: --ema loads them instead of the raw weights, and info sees them.
+TEST(Checkpoint, EmaWeightsAreUsedWhenAsked) {
+  CN_REQUIRE_GOLDEN();
+  const auto file = golden_root() / "mini-sd15/ldm/sd15_mini.safetensors";
+  auto weights = io::read_tensor_file(file.string());
+  io::TensorMap with_ema = weights;
+  for (const auto& [name, t] : weights) {
+    if (name.rfind("model.diffusion_model.", 0) != 0) continue;
+    std::string flat = name.substr(std::string("model.").size());
+    flat.erase(std::remove(flat.begin(), flat.end(), '.'), flat.end());
+    with_ema.emplace("model_ema." + flat, t + 1);  // distinguishable from the raw weights
+  }
+  const auto tmp = std::filesystem::temp_directory_path() / "cn_ema_test.safetensors";
+  io::save_safetensors(tmp.string(), with_ema, {});
+
+  const auto raw = io::load_sd_model(file.string());
+  const auto plain = io::load_sd_model(tmp.string());
+  const auto ema = io::load_sd_model(tmp.string(), true);
+  EXPECT_FALSE(raw.has_ema);
+  EXPECT_TRUE(plain.has_ema);
+  expect_same_tensors(plain.unet.weights, raw.unet.weights, "unet without --ema");
+  io::TensorMap shifted;
+  for (const auto& [name, t] : raw.unet.weights) shifted.emplace(name, t + 1);
+  expect_same_tensors(ema.unet.weights, shifted, "unet with --ema");
+  expect_same_tensors(ema.vae.weights, raw.vae.weights, "vae with --ema");
+  EXPECT_THROW(io::load_sd_model(file.string(), true), Error) << "--ema on a file without EMA weights must say so";
+  std::filesystem::remove(tmp);
+}
