@@ -8,18 +8,11 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "controlnet/pipeline.h"
 #include "controlnet/runtime.h"
-#include "io/image.h"
 #include "pipeline/default_model.h"
-#include "train/dataset.h"
 #include "train/fill_metrics.h"
-
-namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
   CLI::App app("Fill-task fidelity of the default model, with and without its ControlNet");
@@ -38,40 +31,22 @@ int main(int argc, char** argv) {
   cn::init_runtime(threads);
   try {
     if (model.empty()) model = cn::default_model_dir();
-    const auto data = fs::temp_directory_path() / ("cn_fill_heldout_" + std::to_string(seed));
-    cn::train::write_fill_dataset(data.string(), count, 64, seed);
     auto pipe = cn::Pipeline::load({model});
-    std::ifstream index(data / "prompt.json");
-    double iou[2] = {0, 0};
-    int colours[2] = {0, 0};
+    cn::GenerateOptions settings;
+    settings.steps = steps;
+    settings.sampler = sampler;
+    settings.cfg = cfg;
     const auto start = std::chrono::steady_clock::now();
-    std::string line;
-    for (int i = 0; std::getline(index, line); ++i) {
-      const auto j = nlohmann::json::parse(line);
-      const auto source = (data / j["source"].get<std::string>()).string();
-      const auto outline = cn::io::read_rgb_image(source);
-      for (int with = 0; with < 2; ++with) {
-        cn::GenerateOptions o;
-        o.prompt = j["prompt"];
-        o.steps = steps;
-        o.sampler = sampler;
-        o.cfg = cfg;
-        o.seed = int64_t(i);
-        if (with) o.controls.push_back({(fs::path(model) / "controlnet").string(), source});
-        auto out = pipe->generate(o).at(0);
-        cv::Mat rgb(out.image.height, out.image.width, CV_8UC3, out.image.rgb.data());
-        const auto s = cn::train::score_fill(rgb, outline, o.prompt);
-        iou[with] += s.iou;
-        colours[with] += s.colours_right;
-      }
-    }
+    const auto r = cn::train::measure_fill_fidelity(*pipe, model, count, seed, settings);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    using F = cn::train::FillFidelity;
     std::printf("held-out conditions: %d (seed %llu), %s %d steps, cfg %.1f, %.1f s\n", count,
                 (unsigned long long)seed, sampler.c_str(), steps, cfg, seconds);
     std::printf("%-20s %8s %16s\n", "", "IoU", "colour accuracy");
-    std::printf("%-20s %8.3f %15.1f%%\n", "with ControlNet", iou[1] / count, 100.0 * colours[1] / count);
-    std::printf("%-20s %8.3f %15.1f%%\n", "without ControlNet", iou[0] / count, 100.0 * colours[0] / count);
-    fs::remove_all(data);
+    std::printf("%-20s %8.3f %15.1f%%\n", "with ControlNet", F::mean_iou(r.with_controlnet),
+                100.0 * F::colour_accuracy(r.with_controlnet));
+    std::printf("%-20s %8.3f %15.1f%%\n", "without ControlNet", F::mean_iou(r.without_controlnet),
+                100.0 * F::colour_accuracy(r.without_controlnet));
   } catch (const cn::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -227,7 +227,7 @@ torch::Tensor AutoencoderKLImpl::decode_tiled(const torch::Tensor& latents, int6
   const int64_t h = latents.size(2), w = latents.size(3);
   if (h <= tile && w <= tile) return decode(latents);
   TORCH_CHECK(overlap >= 0 && overlap < tile, "decode_tiled: overlap must be smaller than the tile");
-  const int64_t scale = int64_t(1) << (config_.block_out_channels.size() - 1);
+  const int64_t scale = config_.downsampling_factor();
   const int64_t stride = tile - overlap;
   auto starts = [&](int64_t size) {
     std::vector<int64_t> s;

@@ -25,6 +25,9 @@ struct VaeConfig {
 
   static VaeConfig from_json(const nlohmann::json& config);
   nlohmann::json to_json() const;
+  // Image pixels per latent along each side: one 2x down-sampling between
+  // consecutive blocks (8 for SD's four blocks).
+  int64_t downsampling_factor() const { return int64_t(1) << (block_out_channels.size() - 1); }
 };
 
 // The diagonal Gaussian the encoder predicts for each latent.

@@ -181,7 +181,7 @@ void validate(const GenerateOptions& o) {
 std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, const ProgressCallback& progress) {
   GenerateOptions o = options;
   // Unset sizes default to what the model was trained at.
-  const int native = int(impl_->unet->config().sample_size << (impl_->vae->config().block_out_channels.size() - 1));
+  const int native = int(impl_->unet->config().sample_size * impl_->vae->config().downsampling_factor());
   if (o.width == 0) o.width = native;
   if (o.height == 0) o.height = native;
   validate(o);
@@ -210,7 +210,7 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
   if (seed < 0) seed = int64_t(std::random_device{}() & 0x7fffffff);
 
   std::vector<GeneratedImage> results;
-  const int64_t factor = int64_t(1) << (m.vae->config().block_out_channels.size() - 1);
+  const int64_t factor = m.vae->config().downsampling_factor();
   const int64_t latent_h = o.height / factor, latent_w = o.width / factor;
   for (int batch = 0; batch < o.batch_count; ++batch) {
     // Each batch draws its noise from a PyTorch-compatible CPU generator seeded

@@ -1,8 +1,12 @@
 #include "train/fill_metrics.h"
 
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
+#include "io/image.h"
 #include "train/dataset.h"
 
 namespace cn::train {
@@ -62,6 +66,44 @@ FillScore score_fill(const cv::Mat& generated_rgb, const cv::Mat& outline_rgb, c
   s.background_seen = nearest_name({outside[0], outside[1], outside[2]});
   s.colours_right = s.fill_seen == prompt.substr(0, first) && s.background_seen == prompt.substr(with + 6, bg_end - with - 6);
   return s;
+}
+
+double FillFidelity::mean_iou(const std::vector<FillScore>& scores) {
+  double sum = 0;
+  for (const auto& s : scores) sum += s.iou;
+  return scores.empty() ? 0.0 : sum / double(scores.size());
+}
+
+double FillFidelity::colour_accuracy(const std::vector<FillScore>& scores) {
+  const auto right = std::count_if(scores.begin(), scores.end(), [](const FillScore& s) { return s.colours_right; });
+  return scores.empty() ? 0.0 : double(right) / double(scores.size());
+}
+
+FillFidelity measure_fill_fidelity(Pipeline& pipeline, const std::string& model_dir, int count, uint64_t seed,
+                                   const GenerateOptions& settings) {
+  namespace fs = std::filesystem;
+  const auto data = fs::temp_directory_path() / ("cn_fill_heldout_" + std::to_string(seed) + "_" + std::to_string(count));
+  write_fill_dataset(data.string(), count, 64, seed);
+  FillFidelity result;
+  std::ifstream index(data / "prompt.json");
+  std::string line;
+  for (int i = 0; std::getline(index, line); ++i) {
+    const auto j = nlohmann::json::parse(line);
+    const auto source = (data / j["source"].get<std::string>()).string();
+    const auto outline = io::read_rgb_image(source);
+    for (bool with : {true, false}) {
+      GenerateOptions o = settings;
+      o.prompt = j["prompt"];
+      o.seed = i;
+      o.controls.clear();
+      if (with) o.controls.push_back({(fs::path(model_dir) / "controlnet").string(), source});
+      auto out = pipeline.generate(o).at(0);
+      cv::Mat rgb(out.image.height, out.image.width, CV_8UC3, out.image.rgb.data());
+      (with ? result.with_controlnet : result.without_controlnet).push_back(score_fill(rgb, outline, o.prompt));
+    }
+  }
+  fs::remove_all(data);
+  return result;
 }
 
 }  // namespace cn::train

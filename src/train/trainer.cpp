@@ -156,8 +156,8 @@ class Trainer {
     if (controlnet) {
       if (o.controlnet_init.empty()) {
         torch::manual_seed(o.seed + 1);
-        const int64_t vae_factor = int64_t(1) << (base_.vae->config().block_out_channels.size() - 1);
-        net_ = models::ControlNetModel(models::ControlNetConfig::from_unet(base_.unet->config(), vae_factor));
+        net_ = models::ControlNetModel(
+            models::ControlNetConfig::from_unet(base_.unet->config(), base_.vae->config().downsampling_factor()));
         net_->copy_trunk_from(*base_.unet);
       } else {
         auto c = io::load_controlnet(o.controlnet_init);
@@ -367,7 +367,7 @@ class Trainer {
     auto plan = sampling::make_plan(sampling::resolve_sampler("ddim"), base_.schedule, 20);
     pipeline::GuidedDenoiser denoiser(base_.unet, prompts, 7.5, controls, false, plan.loop_iterations());
     auto gen = sampling::make_cpu_generator(o_.seed);
-    const int64_t f = int64_t(1) << (base_.vae->config().block_out_channels.size() - 1);
+    const int64_t f = base_.vae->config().downsampling_factor();
     auto x = torch::randn({1, base_.unet->config().in_channels, r / f, r / f}, gen) * plan.init_noise_sigma;
     auto model = [&](const torch::Tensor& in, const torch::Tensor& t, int64_t i) { return denoiser(in, t, i); };
     x = sampling::sample(model, x, plan, base_.schedule, sampling::generator_noise(gen, torch::kCPU));

@@ -11,6 +11,23 @@
 using namespace cn;
 using cn::testing::expect_golden;
 
+namespace {
+
+text::ClipTextModel golden_model(const cn::testing::GoldenCase& c) {
+  return cn::testing::load_diffusers_component<text::ClipTextModel, text::ClipTextConfig>(c.model("text_encoder"),
+                                                                                          "model.safetensors");
+}
+
+// The outputs only a tower holding all of the case's layers can produce.
+void expect_full_tower_outputs(const cn::testing::GoldenCase& c, text::ClipTextModel& model, const torch::Tensor& ids,
+                               const text::ClipTextOutput& out) {
+  expect_golden(c, "final_layer_norm_of_last", out.last_hidden_state);
+  expect_golden(c, "final_layer_norm_of_penultimate", model->encode(ids, 1));
+  expect_golden(c, "pooled_output", out.pooled);
+}
+
+}  // namespace
+
 TEST(ClipText, MatchesReference) {
   CN_REQUIRE_GOLDEN();
   auto cases = cn::testing::golden_cases("text_encoder");
@@ -18,8 +35,7 @@ TEST(ClipText, MatchesReference) {
   torch::NoGradGuard no_grad;
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name());
-    auto model = cn::testing::load_diffusers_component<text::ClipTextModel, text::ClipTextConfig>(
-        c.model("text_encoder"), "model.safetensors");
+    auto model = golden_model(c);
     auto ids = c.get("input_ids");
     auto out = model->forward(ids);
     const int64_t layers = model->config().num_hidden_layers;
@@ -32,9 +48,7 @@ TEST(ClipText, MatchesReference) {
     const bool full_tower = c.has("hidden_states_" + std::to_string(layers)) &&
                             !c.has("hidden_states_" + std::to_string(layers + 1));
     if (full_tower) {
-      expect_golden(c, "final_layer_norm_of_last", out.last_hidden_state);
-      expect_golden(c, "final_layer_norm_of_penultimate", model->encode(ids, 1));
-      expect_golden(c, "pooled_output", out.pooled);
+      expect_full_tower_outputs(c, model, ids, out);
     } else {
       expect_golden(c, "final_layer_norm_of_penultimate", out.last_hidden_state);
     }
@@ -57,20 +71,9 @@ TEST(ClipText, LdmCheckpointMatchesReference) {
     auto out = model->forward(ids);
     for (size_t i = 0; i < out.hidden_states.size(); ++i)
       expect_golden(c, "hidden_states_" + std::to_string(i), out.hidden_states[i]);
-    expect_golden(c, "final_layer_norm_of_last", out.last_hidden_state);
-    expect_golden(c, "final_layer_norm_of_penultimate", model->encode(ids, 1));
-    expect_golden(c, "pooled_output", out.pooled);
+    expect_full_tower_outputs(c, model, ids, out);
   }
 }
-
-namespace {
-
-text::ClipTextModel golden_model(const cn::testing::GoldenCase& c) {
-  return cn::testing::load_diffusers_component<text::ClipTextModel, text::ClipTextConfig>(c.model("text_encoder"),
-                                                                                          "model.safetensors");
-}
-
-}  // namespace
 
 // bfloat16 weights and activations (8-bit mantissa) stay close to float32:
 // states are O(1..4) and one bf16 rounding is 2^-8 relative, so the error
