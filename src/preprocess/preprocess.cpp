@@ -5,6 +5,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
+#include "io/pickle.h"
 
 namespace cn::preprocess {
 
@@ -47,21 +48,21 @@ cv::Mat resize_image(const cv::Mat& image, int resolution) {
 const std::vector<Detector>& detectors() {
   static const std::vector<Detector> all = {
       {"canny", "Canny edges (OpenCV, on the RGB image)", "low threshold", "high threshold", 100, 200, "",
-       [](const cv::Mat& rgb, double a, double b) {
+       [](const cv::Mat& rgb, const DetectParams& p) {
          cv::Mat edges;
-         cv::Canny(rgb, edges, a, b);
+         cv::Canny(rgb, edges, p.a, p.b);
          return edges;
        }},
       {"binary", "binary threshold of the gray image (Otsu when the threshold is 0)", "threshold (0 = Otsu)", "", 0, 0, "",
-       [](const cv::Mat& rgb, double a, double) {
+       [](const cv::Mat& rgb, const DetectParams& p) {
          cv::Mat gray, out;
          cv::cvtColor(rgb, gray, cv::COLOR_RGB2GRAY);
-         if (a == 0) cv::threshold(gray, out, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
-         else cv::threshold(gray, out, a, 255, cv::THRESH_BINARY_INV);
+         if (p.a == 0) cv::threshold(gray, out, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
+         else cv::threshold(gray, out, p.a, 255, cv::THRESH_BINARY_INV);
          return out;
        }},
       {"scribble", "a user's scribble (dark strokes on white) to white strokes on black", "", "", 0, 0, "",
-       [](const cv::Mat& rgb, double, double) {
+       [](const cv::Mat& rgb, const DetectParams&) {
          std::vector<cv::Mat> channels;
          cv::split(rgb, channels);
          cv::Mat darkest = cv::min(cv::min(channels[0], channels[1]), channels[2]);
@@ -85,9 +86,57 @@ cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOption
   const auto& d = find_detector(type);
   if (options.resolution < 64 || options.resolution > 4096) throw Error("detect resolution must be in 64..4096");
   const auto input = resize_image(hwc3(image), options.resolution);
-  const double a = options.threshold_a < 0 ? d.default_a : options.threshold_a;
-  const double b = options.threshold_b < 0 ? d.default_b : options.threshold_b;
-  return hwc3(d.run(input, a, b));
+  DetectParams params;
+  params.a = options.threshold_a < 0 ? d.default_a : options.threshold_a;
+  params.b = options.threshold_b < 0 ? d.default_b : options.threshold_b;
+  params.annotator_dir = options.annotator_dir;
+  return hwc3(d.run(input, params));
+}
+
+namespace {
+
+std::filesystem::path annotator_search_dir(const std::string& annotator_dir) {
+  if (!annotator_dir.empty()) return annotator_dir;
+  const char* env = std::getenv("CONTROLNET_ANNOTATOR_DIR");
+  return env ? env : "";
+}
+
+std::filesystem::path find_annotator_file(const std::string& filename, const std::string& annotator_dir) {
+  const auto dir = annotator_search_dir(annotator_dir);
+  if (dir.empty()) return {};
+  for (auto candidate : {dir / filename, (dir / filename).replace_extension(".safetensors")})
+    if (std::filesystem::is_regular_file(candidate)) return candidate;
+  return {};
+}
+
+}  // namespace
+
+bool annotator_file_present(const std::string& filename, const std::string& annotator_dir) {
+  return !find_annotator_file(filename, annotator_dir).empty();
+}
+
+std::filesystem::path annotator_file(const std::string& filename, const std::string& annotator_dir) {
+  auto found = find_annotator_file(filename, annotator_dir);
+  if (!found.empty()) return found;
+  const auto dir = annotator_search_dir(annotator_dir);
+  throw Error("annotator checkpoint " + filename + " not found" +
+              (dir.empty() ? std::string(" (no --annotator-dir given and CONTROLNET_ANNOTATOR_DIR is not set)")
+                           : " in " + dir.string()) +
+              ": download https://huggingface.co/lllyasviel/Annotators/resolve/main/" + filename +
+              " and put it in the folder given by --annotator-dir or CONTROLNET_ANNOTATOR_DIR");
+}
+
+io::TensorMap load_annotator_weights(const std::filesystem::path& path, const std::vector<std::string>& strip_prefixes) {
+  io::TensorMap raw = path.extension() == ".safetensors" ? io::load_safetensors(path.string())
+                                                         : io::load_torch_checkpoint(path.string());
+  io::TensorMap out;
+  for (auto& [name, tensor] : raw) {
+    std::string key = name;
+    for (const auto& prefix : strip_prefixes)
+      if (key.rfind(prefix, 0) == 0) key.erase(0, prefix.size());
+    out[key] = tensor;
+  }
+  return out;
 }
 
 }  // namespace cn::preprocess

@@ -2,9 +2,12 @@
 // Condition preprocessors (the ControlNet 1.1 annotators), with the reference
 // helpers' exact semantics. Images are uint8 RGB cv::Mats.
 #include <opencv2/core.hpp>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "io/safetensors.h"
 
 namespace cn::preprocess {
 
@@ -17,9 +20,17 @@ cv::Mat hwc3(const cv::Mat& image);
 cv::Mat resize_image(const cv::Mat& image, int resolution);
 
 struct DetectOptions {
-  int resolution = 512;     // detect resolution
-  double threshold_a = -1;  // detector-specific; < 0: its default
+  int resolution = 512;       // detect resolution
+  double threshold_a = -1;    // detector-specific; < 0: its default
   double threshold_b = -1;
+  std::string annotator_dir;  // where the annotator checkpoints are; empty: $CONTROLNET_ANNOTATOR_DIR
+};
+
+// What a detector is run with: its thresholds (defaults applied) and where
+// to find its checkpoint.
+struct DetectParams {
+  double a = 0, b = 0;
+  std::string annotator_dir;
 };
 
 struct Detector {
@@ -29,7 +40,7 @@ struct Detector {
   double default_a = 0, default_b = 0;
   std::string checkpoint;                // annotator file it needs (empty: none)
   // rgb is already HWC3'd and resized to the detect resolution; returns the map.
-  std::function<cv::Mat(const cv::Mat& rgb, double a, double b)> run;
+  std::function<cv::Mat(const cv::Mat& rgb, const DetectParams& params)> run;
 };
 
 const std::vector<Detector>& detectors();
@@ -38,5 +49,20 @@ const Detector& find_detector(const std::string& name);
 // The whole chain: HWC3, resize_image to the detect resolution, the
 // detector, HWC3 of the map; the map is returned at the detect resolution.
 cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOptions& options);
+
+// The annotator checkpoint `filename` (its name in lllyasviel/Annotators, e.g.
+// "ControlNetHED.pth") in `annotator_dir`, else $CONTROLNET_ANNOTATOR_DIR. A
+// copy converted to safetensors (same stem) is accepted too. When absent, the
+// error names the file, where to download it and where to put it.
+std::filesystem::path annotator_file(const std::string& filename, const std::string& annotator_dir);
+// Whether annotator_file would find it (for `detect --list`).
+bool annotator_file_present(const std::string& filename, const std::string& annotator_dir);
+
+// The tensors of an annotator checkpoint (.pth in the zip or legacy format, or
+// .safetensors; nested dicts flattened with '.'). Each of `strip_prefixes`, in
+// order, is removed from the names that start with it: the file's container
+// (e.g. "model." of {'model': sd}) and DataParallel's "module.", which only
+// the detector knows its file to have.
+io::TensorMap load_annotator_weights(const std::filesystem::path& path, const std::vector<std::string>& strip_prefixes);
 
 }  // namespace cn::preprocess

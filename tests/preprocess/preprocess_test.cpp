@@ -9,35 +9,18 @@
 
 #include "controlnet/error.h"
 #include "preprocess/preprocess.h"
-#include "support/golden.h"
+#include "support/preprocess_fixtures.h"
 
 using namespace cn;
 namespace fs = std::filesystem;
 
 namespace {
 
-fs::path case_dir(const std::string& name) { return cn::testing::golden_root() / "preprocess" / name; }
+using cn::testing::differing_pixels;
+using cn::testing::read_png;
 
-// A PNG as stored: gray, RGB or RGBA (OpenCV reads BGR; the fixtures are RGB).
-cv::Mat read_png(const fs::path& path) {
-  cv::Mat m = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
-  if (m.empty()) throw std::runtime_error("cannot read " + path.string());
-  if (m.channels() == 3) cv::cvtColor(m, m, cv::COLOR_BGR2RGB);
-  if (m.channels() == 4) cv::cvtColor(m, m, cv::COLOR_BGRA2RGBA);
-  return m;
-}
-
-int64_t differing_pixels(const cv::Mat& a, const cv::Mat& b) {
-  if (a.size() != b.size() || a.type() != b.type()) return -1;
-  cv::Mat diff;
-  cv::absdiff(a, b, diff);
-  return cv::countNonZero(diff.reshape(1));
-}
-
-nlohmann::json manifest(const std::string& name) {
-  std::ifstream in(case_dir(name) / "manifest.json");
-  return nlohmann::json::parse(in);
-}
+fs::path case_dir(const std::string& name) { return cn::testing::preprocess_case_dir(name); }
+nlohmann::json manifest(const std::string& name) { return cn::testing::preprocess_manifest(name); }
 
 }  // namespace
 
@@ -80,7 +63,10 @@ TEST(Preprocess, CannyMatchesOpenCvOnRgb) {
     SCOPED_TRACE(file);
     auto input = read_png(case_dir("canny") / meta.at("input").get<std::string>());
     const auto& canny = preprocess::find_detector("canny");
-    auto edges = canny.run(input, std::stod(m[1]), std::stod(m[2]));
+    preprocess::DetectParams params;
+    params.a = std::stod(m[1]);
+    params.b = std::stod(m[2]);
+    auto edges = canny.run(input, params);
     EXPECT_EQ(differing_pixels(edges, read_png(case_dir("canny") / file)), 0);
     ++checked;
   }

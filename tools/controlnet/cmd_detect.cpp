@@ -18,7 +18,12 @@ void add_detect_command(CLI::App& app) {
         std::cout << d.name << ": " << d.description;
         if (!d.threshold_a.empty()) std::cout << "; a = " << d.threshold_a << " (default " << d.default_a << ")";
         if (!d.threshold_b.empty()) std::cout << "; b = " << d.threshold_b << " (default " << d.default_b << ")";
-        std::cout << (d.checkpoint.empty() ? "; no checkpoint needed" : "; needs " + d.checkpoint) << "\n";
+        if (d.checkpoint.empty()) std::cout << "; no checkpoint needed\n";
+        else
+          std::cout << "; needs " << d.checkpoint
+                    << (preprocess::annotator_file_present(d.checkpoint, options.annotator_dir) ? " (present)"
+                                                                                                 : " (missing)")
+                    << "\n";
       }
       return 0;
     }
@@ -34,6 +39,8 @@ void add_detect_command(CLI::App& app) {
   cmd->add_option("--resolution", options.resolution, "Detect resolution (short side)")->capture_default_str();
   cmd->add_option("--threshold-a", options.threshold_a, "First threshold (see --list)");
   cmd->add_option("--threshold-b", options.threshold_b, "Second threshold (see --list)");
+  cmd->add_option("--annotator-dir", options.annotator_dir,
+                  "Folder of the annotator checkpoints (default: $CONTROLNET_ANNOTATOR_DIR)");
   cmd->add_flag("--list", list, "List the preprocessors, their thresholds and checkpoints");
 }
 
