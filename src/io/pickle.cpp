@@ -25,6 +25,30 @@ struct Value {
   std::vector<ValuePtr> items;
   std::vector<std::pair<ValuePtr, ValuePtr>> entries;
   torch::Tensor tensor;  // tensor or storage contents
+
+  Value() = default;
+  Value(const Value&) = delete;
+  Value& operator=(const Value&) = delete;
+  // Iterative, so that a hostile pickle nesting containers a million deep
+  // cannot overflow the stack when it is freed.
+  ~Value() {
+    std::vector<ValuePtr> pending;
+    auto release_children = [&pending](Value& v) {
+      for (auto& item : v.items) pending.push_back(std::move(item));
+      for (auto& [key, value] : v.entries) {
+        pending.push_back(std::move(key));
+        pending.push_back(std::move(value));
+      }
+      v.items.clear();
+      v.entries.clear();
+    };
+    release_children(*this);
+    while (!pending.empty()) {
+      ValuePtr v = std::move(pending.back());
+      pending.pop_back();
+      if (v && v.use_count() == 1) release_children(*v);
+    }
+  }
 };
 
 ValuePtr make(Value::Kind kind) {
@@ -110,6 +134,23 @@ class Unpickler {
         case 0x93: { auto name = pop(); auto module = pop(); push(global(module->text + "." + name->text)); break; }
         case 'R': { auto args = pop(); auto fn = pop(); push(call(fn, args)); break; }       // REDUCE
         case 0x81: { auto args = pop(); auto cls = pop(); push(call(cls, args)); break; }    // NEWOBJ
+        case 0x92: { pop(); auto args = pop(); auto cls = pop(); push(call(cls, args)); break; }  // NEWOBJ_EX
+        case 'i': {                                                                         // INST
+          auto module = line();
+          auto name = line();
+          auto args = make(Value::Kind::tuple);
+          args->items = pop_to_mark();
+          push(call(global(module + "." + name), args));
+          break;
+        }
+        case 'o': {                                                                         // OBJ
+          auto items = pop_to_mark();
+          if (items.empty()) fail("OBJ without a class");
+          auto args = make(Value::Kind::tuple);
+          args->items.assign(items.begin() + 1, items.end());
+          push(call(items.front(), args));
+          break;
+        }
         case 'b': { auto state = pop(); build(top(), state); break; }                       // BUILD
         case 'Q': push(persistent(pop())); break;                                           // BINPERSID
         default: fail("unsupported pickle opcode 0x" + hex(op));
@@ -302,6 +343,7 @@ class Unpickler {
     // Only placeholders and OrderedDicts (whose BUILD state is empty) are built.
     if (obj->kind == Value::Kind::inert || obj->kind == Value::Kind::dict) return;
     if (obj->kind == Value::Kind::tensor) return;  // _rebuild_parameter's extra state
+    if (obj->kind == Value::Kind::global) fail("refusing to BUILD " + obj->text);
     fail("BUILD on an unsupported object");
   }
 
@@ -355,6 +397,74 @@ std::string read_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// torch.save writes every archive entry stored (uncompressed). Checking the
+// central directory first means a compressed entry - a zip bomb claiming
+// gigabytes from a few bytes - is refused before anything is inflated, and no
+// entry may claim more bytes than the file has.
+void check_zip_entries(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(0, std::ios::end);
+  const uint64_t file_size = uint64_t(in.tellg());
+  auto read_at = [&](uint64_t offset, size_t n) {
+    if (offset > file_size || n > file_size - offset) throw Error(path + ": zip directory points past the end of the file");
+    std::string bytes(n, '\0');
+    in.seekg(std::streamoff(offset));
+    in.read(bytes.data(), std::streamsize(n));
+    return bytes;
+  };
+  auto le = [](const std::string& b, size_t at, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v |= uint64_t(uint8_t(b[at + i])) << (8 * i);
+    return v;
+  };
+  // End of central directory: 22 bytes plus a comment of up to 64 KiB.
+  const uint64_t tail_size = std::min<uint64_t>(file_size, 22 + 65535);
+  const std::string tail = read_at(file_size - tail_size, tail_size);
+  const auto eocd = tail.rfind(std::string("PK\x05\x06", 4));
+  if (eocd == std::string::npos || eocd + 22 > tail.size()) throw Error(path + ": not a zip archive (no end of central directory)");
+  uint64_t entries = le(tail, eocd + 10, 2), directory = le(tail, eocd + 16, 4);
+  if (entries == 0xffff || directory == 0xffffffff) {  // zip64: the locator sits right before
+    const uint64_t eocd_offset = file_size - tail_size + eocd;
+    if (eocd_offset < 20) throw Error(path + ": truncated zip64 directory");
+    const std::string locator = read_at(eocd_offset - 20, 20);
+    if (le(locator, 0, 4) != 0x07064b50) throw Error(path + ": zip64 locator missing");
+    const std::string record = read_at(le(locator, 8, 8), 56);
+    if (le(record, 0, 4) != 0x06064b50) throw Error(path + ": zip64 directory record missing");
+    entries = le(record, 32, 8);
+    directory = le(record, 48, 8);
+  }
+  uint64_t at = directory;
+  for (uint64_t i = 0; i < entries; ++i) {
+    const std::string header = read_at(at, 46);
+    if (le(header, 0, 4) != 0x02014b50) throw Error(path + ": corrupt zip central directory");
+    const uint64_t name_len = le(header, 28, 2), extra_len = le(header, 30, 2), comment_len = le(header, 32, 2);
+    const std::string name_and_extra = read_at(at + 46, name_len + extra_len);
+    const std::string name = name_and_extra.substr(0, name_len);
+    uint64_t compressed = le(header, 20, 4), size = le(header, 24, 4);
+    // Sizes of 0xffffffff are in the zip64 extra field (id 1), uncompressed first.
+    for (size_t e = name_len; e + 4 <= name_and_extra.size();) {
+      const uint64_t id = le(name_and_extra, e, 2), len = le(name_and_extra, e + 2, 2);
+      size_t field = e + 4;
+      if (id == 1) {
+        if (size == 0xffffffff && field + 8 <= name_and_extra.size()) {
+          size = le(name_and_extra, field, 8);
+          field += 8;
+        }
+        if (compressed == 0xffffffff && field + 8 <= name_and_extra.size()) compressed = le(name_and_extra, field, 8);
+      }
+      e += 4 + len;
+    }
+    if (le(header, 10, 2) != 0)
+      throw Error(path + ": archive entry " + name +
+                  " is compressed; PyTorch checkpoints store entries uncompressed, so this file is refused "
+                  "(a compressed entry can expand far beyond the file: zip bomb)");
+    if (size != compressed || size > file_size)
+      throw Error(path + ": archive entry " + name + " claims " + std::to_string(size) +
+                  " bytes, more than the file holds");
+    at += 46 + name_len + extra_len + comment_len;
+  }
+}
+
 }  // namespace
 
 TensorMap unpickle_state_dict(const std::string& data, const std::string& source,
@@ -368,6 +478,7 @@ TensorMap load_torch_checkpoint(const std::string& path) {
   char magic[2] = {};
   probe.read(magic, 2);
   if (magic[0] == 'P' && magic[1] == 'K') {
+    check_zip_entries(path);
     std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
     try {
       reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);

@@ -1,11 +1,17 @@
 // The restricted unpickler: real checkpoints load, hostile pickles are refused.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
 #include "controlnet/error.h"
 #include "io/pickle.h"
 #include "support/golden.h"
+#include "support/torch_zip.h"
 
 using namespace cn;
+using cn::testing::le_bytes;
 
 namespace {
 
@@ -45,6 +51,31 @@ std::string tensor_pickle(int32_t numel, const std::string& size_and_stride) {
 }
 std::string int_pair(int a, int b) { return bytes({"K", u8(a), "K", u8(b), u8(0x86)}); }
 
+// {"w": a float tensor of `numel` elements viewing storage '0' of that size};
+// numel as an 8-byte LONG1 so that it can claim more than 2^31.
+std::string wide_tensor_pickle(int64_t numel) {
+  return bytes({u8(0x80), u8(2), "}", unicode("w"), "ctorch._utils\n_rebuild_tensor_v2\n", "(", "(", unicode("storage"),
+                "ctorch\nFloatStorage\n", unicode("0"), unicode("cpu"), u8(0x8a), u8(8), le_bytes(uint64_t(numel), 8),
+                "t", "Q", "K", u8(0), u8(0x8a), u8(8), le_bytes(uint64_t(numel), 8), u8(0x85), "K", u8(1), u8(0x85),
+                u8(0x89), "}", "t", "R", "s", "."});
+}
+
+std::filesystem::path write_zip(const std::string& file, const std::vector<cn::testing::ZipEntry>& entries) {
+  const auto path = std::filesystem::temp_directory_path() / ("cn_pickle_" + file);
+  cn::testing::write_zip(path, entries);
+  return path;
+}
+
+std::string load_error(const std::filesystem::path& path) {
+  try {
+    io::load_torch_checkpoint(path.string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << path << " was accepted";
+  return "";
+}
+
 }  // namespace
 
 TEST(Pickle, ReadsTensorsFromAMinimalPickle) {
@@ -73,6 +104,97 @@ TEST(Pickle, RefusesHostileInput) {
   EXPECT_NE(expect_refused(head + "}"), "");                                    // truncated
   EXPECT_NE(expect_refused(head + u8(0xff) + "."), "");                         // unknown opcode
   EXPECT_NE(expect_refused(head + "s."), "");                                   // stack underflow
+}
+
+TEST(Pickle, RefusesEveryWayOfCallingAGlobal) {
+  const std::string head = bytes({u8(0x80), u8(2)});
+  const std::string arg = unicode("echo pwned");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      // INST: module and name inline, arguments since the mark.
+      {head + "(" + arg + "iposix\nsystem\n.", "refusing to call posix.system"},
+      // OBJ: the class is the first item after the mark.
+      {head + "(cbuiltins\nexec\n" + arg + "o.", "refusing to call builtins.exec"},
+      // NEWOBJ and NEWOBJ_EX.
+      {head + "cbuiltins\neval\n" + arg + u8(0x85) + u8(0x81) + ".", "refusing to call builtins.eval"},
+      {head + "cbuiltins\neval\n" + arg + u8(0x85) + "}" + u8(0x92) + ".", "refusing to call builtins.eval"},
+      // STACK_GLOBAL with the names on the stack, then REDUCE.
+      {head + unicode("os") + unicode("system") + u8(0x93) + arg + u8(0x85) + "R.", "refusing to call os.system"},
+      // BUILD: setting state on a function object (how __setstate__ attacks work).
+      {head + "cbuiltins\nexec\n" + arg + "b.", "refusing to BUILD builtins.exec"},
+  };
+  for (const auto& [pickle, expected] : cases) {
+    const auto message = expect_refused(pickle);
+    EXPECT_NE(message.find(expected), std::string::npos) << message;
+  }
+}
+
+TEST(Pickle, DeepNestingAndHugeMemoIndicesAreBounded) {
+  const std::string head = bytes({u8(0x80), u8(2)});
+  // A million lists, each appended into the one below: nested 10^6 deep. Must
+  // be refused (the root is not a dict) and freed without a stack overflow.
+  const int depth = 1000000;
+  auto message = expect_refused(head + std::string(depth, ']') + std::string(depth - 1, 'a') + ".");
+  EXPECT_NE(message.find("not a dict of tensors"), std::string::npos) << message;
+  message = expect_refused(head + std::string(depth, '(') + "l.");
+  EXPECT_NE(message.find("not a dict"), std::string::npos) << message;
+  // LONG_BINPUT / LONG_BINGET at 2^32 - 1.
+  message = expect_refused(head + "}r" + std::string(4, char(0xff)) + ".");
+  EXPECT_NE(message.find("memo index 4294967295 out of bounds"), std::string::npos) << message;
+  message = expect_refused(head + "j" + std::string(4, char(0xff)) + ".");
+  EXPECT_NE(message.find("memo index 4294967295 was never stored"), std::string::npos) << message;
+}
+
+TEST(Pickle, ReadsWhatTorchSaveWrites) {
+  io::TensorMap tensors = {{"a.weight", torch::randn({3, 4})},
+                           {"b.half", torch::randn({5}).to(torch::kHalf)},
+                           {"c.bf16", torch::randn({2, 2}).to(torch::kBFloat16)},
+                           {"d.steps", torch::tensor({int64_t(7)})},
+                           {"e.mask", torch::tensor({true, false})}};
+  const auto path = std::filesystem::temp_directory_path() / "cn_pickle_written.pth";
+  cn::testing::write_torch_checkpoint(path, tensors);
+  const auto loaded = io::load_torch_checkpoint(path.string());
+  ASSERT_EQ(loaded.size(), tensors.size());
+  for (const auto& [name, t] : tensors) {
+    ASSERT_EQ(loaded.count(name), 1u) << name;
+    EXPECT_EQ(loaded.at(name).scalar_type(), t.scalar_type()) << name;
+    EXPECT_TRUE(loaded.at(name).equal(t)) << name;
+  }
+}
+
+TEST(Pickle, ZipArchivesAreCheckedBeforeAnythingIsRead) {
+  const std::string version = "3\n";
+  // A well-formed archive loads: the writer below is faithful enough.
+  const std::string four_floats(16, '\0');
+  auto path = write_zip("ok.pth", {{"archive/data.pkl", wide_tensor_pickle(4)}, {"archive/version", version},
+                                   {"archive/data/0", four_floats}});
+  const auto loaded = io::load_torch_checkpoint(path.string());
+  ASSERT_EQ(loaded.count("w"), 1u);
+  EXPECT_EQ(loaded.at("w").numel(), 4);
+  // A storage claiming 100 GB (25e9 floats) in a 16-byte record: refused, nothing allocated.
+  path = write_zip("claims_100gb.pth", {{"archive/data.pkl", wide_tensor_pickle(25000000000)},
+                                        {"archive/version", version}, {"archive/data/0", four_floats}});
+  auto start = std::chrono::steady_clock::now();
+  auto message = load_error(path);
+  EXPECT_NE(message.find("storage claims 25000000000 elements but holds 16 bytes"), std::string::npos) << message;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  // A zip bomb: a deflated entry claiming 4 GB. Refused before inflating.
+  path = write_zip("bomb.pth", {{"archive/data.pkl", wide_tensor_pickle(4)}, {"archive/version", version},
+                                {"archive/data/0", std::string(64, 'x'), 8, 0xfffffff0u}});
+  start = std::chrono::steady_clock::now();
+  message = load_error(path);
+  EXPECT_NE(message.find("archive/data/0 is compressed"), std::string::npos) << message;
+  EXPECT_NE(message.find("zip bomb"), std::string::npos) << message;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  // A stored entry whose claimed size exceeds the file.
+  path = write_zip("oversized.pth", {{"archive/data.pkl", wide_tensor_pickle(4)}, {"archive/version", version},
+                                     {"archive/data/0", four_floats, 0, 1u << 30}});
+  message = load_error(path);
+  EXPECT_NE(message.find("more than the file holds"), std::string::npos) << message;
+  // A truncated archive (the central directory cut off).
+  const auto full = std::filesystem::file_size(path);
+  std::filesystem::resize_file(path, full - 30);
+  message = load_error(path);
+  EXPECT_NE(message.find(path.string()), std::string::npos) << message;
 }
 
 TEST(Pickle, ZipCheckpointEqualsItsSafetensorsTwin) {
