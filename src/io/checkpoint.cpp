@@ -17,17 +17,20 @@ bool path_exists(const fs::path& p) {
 }
 
 // The weights file of a diffusers component folder: safetensors in full or
-// half precision (the .bin pickles go through the restricted unpickler).
-fs::path component_weights(const fs::path& dir, const std::string& stem) {
+// half precision, else the older .bin pickles (read by the restricted
+// unpickler). `stems`: the names the component's library saves under
+// (transformers' text encoders: model.safetensors but pytorch_model.bin).
+fs::path component_weights(const fs::path& dir, const std::vector<std::string>& stems) {
   for (const char* suffix : {".safetensors", ".fp16.safetensors", ".bin", ".fp16.bin"})
-    if (path_exists(dir / (stem + suffix))) return dir / (stem + suffix);
-  throw Error("no weights in " + dir.string() + " (expected " + stem + ".safetensors)");
+    for (const auto& stem : stems)
+      if (path_exists(dir / (stem + suffix))) return dir / (stem + suffix);
+  throw Error("no weights in " + dir.string() + " (expected " + stems.front() + ".safetensors)");
 }
 
-Component diffusers_component(const fs::path& dir, const std::string& stem) {
+Component diffusers_component(const fs::path& dir, const std::vector<std::string>& stems) {
   Component c;
   c.config = read_json((dir / "config.json").string());
-  const auto weights = component_weights(dir, stem);
+  const auto weights = component_weights(dir, stems);
   c.weights = read_tensor_file(weights.string());
   c.source = weights.string();
   return c;
@@ -42,9 +45,9 @@ std::string family_of(const nlohmann::json& text_config) {
 SdModel load_diffusers_folder(const fs::path& dir) {
   SdModel m;
   m.layout = "diffusers";
-  m.unet = diffusers_component(dir / "unet", "diffusion_pytorch_model");
-  m.vae = diffusers_component(dir / "vae", "diffusion_pytorch_model");
-  m.text_encoder = diffusers_component(dir / "text_encoder", "model");
+  m.unet = diffusers_component(dir / "unet", {"diffusion_pytorch_model"});
+  m.vae = diffusers_component(dir / "vae", {"diffusion_pytorch_model"});
+  m.text_encoder = diffusers_component(dir / "text_encoder", {"model", "pytorch_model"});
   // Older transformers saved the position_ids buffer; it is arange(77), not a weight.
   m.text_encoder.weights.erase("text_model.embeddings.position_ids");
   if (path_exists(dir / "tokenizer" / "vocab.json")) {
@@ -99,7 +102,7 @@ SdModel load_sd_model(const std::string& path, bool use_ema) {
 
 Component load_vae(const std::string& path) {
   if (!path_exists(path)) throw Error("VAE not found: " + path);
-  if (fs::is_directory(path)) return diffusers_component(path, "diffusion_pytorch_model");
+  if (fs::is_directory(path)) return diffusers_component(path, {"diffusion_pytorch_model"});
   return load_ldm_vae(path);
 }
 
@@ -108,7 +111,7 @@ Component load_controlnet(const std::string& path) {
   if (fs::is_directory(path)) {
     if (!path_exists(fs::path(path) / "config.json"))
       throw Error(path + " is a folder but not a diffusers ControlNet (no config.json)");
-    return diffusers_component(path, "diffusion_pytorch_model");
+    return diffusers_component(path, {"diffusion_pytorch_model"});
   }
   return load_ldm_controlnet(path);
 }

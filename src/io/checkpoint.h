@@ -23,7 +23,6 @@ struct SdModel {
   Component unet, vae, text_encoder;
   std::string tokenizer_dir;              // empty: the bundled CLIP vocabulary
   int64_t text_pad_id = 49407;            // SD1 pads with <|endoftext|>, SD2 with "!" (0)
-  int64_t text_skip_last_layers = 0;      // SD2 LDM files hold the full OpenCLIP tower: skip 1
   nlohmann::json scheduler_config;        // diffusers scheduler config (SD defaults when unknown)
   std::string family;                     // "SD1.x" / "SD2.x"
   std::string layout;                     // "diffusers" / "ldm"

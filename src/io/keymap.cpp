@@ -156,9 +156,23 @@ nlohmann::json infer_vae(const TensorMap& t, const std::string& source) {
           {"scaling_factor", 0.18215}};
 }
 
+// OpenCLIP (SD2) <-> Hugging Face CLIP names. The attention's in_proj packs
+// q, k and v, so it is split and joined by hand.
+const std::vector<Rename> kOpenClipRenames = {{"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
+                                              {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
+                                              {"ln_final", "text_model.final_layer_norm"}};
+const std::vector<Rename> kOpenClipLayerRenames = {{"ln_1", "layer_norm1"},
+                                                   {"ln_2", "layer_norm2"},
+                                                   {"mlp.c_fc", "mlp.fc1"},
+                                                   {"mlp.c_proj", "mlp.fc2"},
+                                                   {"attn.out_proj", "self_attn.out_proj"}};
+const char* const kQkv[] = {"q_proj", "k_proj", "v_proj"};
+
 // CLIP text tower: SD1 keeps Hugging Face names under
-// cond_stage_model.transformer; SD2 has OpenCLIP names whose attention
-// in_proj packs q, k and v.
+// cond_stage_model.transformer; SD2 has OpenCLIP names. SD2 conditions on the
+// penultimate OpenCLIP block (then ln_final), so its last block is never used:
+// it is dropped here as diffusers does, and every SD model is then "all
+// layers, then the final norm".
 Component text_encoder_from_ldm(const TensorMap& all, const std::string& source, bool& sd2,
                                 std::vector<std::string>& facts) {
   Component c;
@@ -171,15 +185,10 @@ Component text_encoder_from_ldm(const TensorMap& all, const std::string& source,
       if (name != "text_model.embeddings.position_ids") c.weights.emplace(name, t);
   } else {
     if (open.empty()) throw Error(source + ": no text encoder (cond_stage_model.*) found");
-    const std::vector<Rename> renames = {{"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
-                                         {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
-                                         {"ln_final", "text_model.final_layer_norm"}};
-    const std::vector<Rename> layer = {{"ln_1", "layer_norm1"},       {"ln_2", "layer_norm2"},
-                                       {"mlp.c_fc", "mlp.fc1"},       {"mlp.c_proj", "mlp.fc2"},
-                                       {"attn.out_proj", "self_attn.out_proj"}};
+    const int64_t unused_block = count_indices(open, "transformer.resblocks") - 1;
     for (const auto& [name, t] : open) {
       bool used = false;
-      for (const auto& r : renames) {
+      for (const auto& r : kOpenClipRenames) {
         if (name == r.ldm || after(name, r.ldm)) {
           c.weights.emplace(r.diffusers + name.substr(r.ldm.size()), t);
           used = true;
@@ -187,17 +196,23 @@ Component text_encoder_from_ldm(const TensorMap& all, const std::string& source,
       }
       if (auto rest = after(name, "transformer.resblocks")) {
         const auto dot = rest->find('.');
-        const auto target = "text_model.encoder.layers." + rest->substr(0, dot) + ".";
+        const auto block = rest->substr(0, dot);
+        const auto target = "text_model.encoder.layers." + block + ".";
         const auto inner = rest->substr(dot + 1);
-        if (inner == "attn.in_proj_weight" || inner == "attn.in_proj_bias") {
-          const auto parts = t.chunk(3, 0);
-          const char* names[] = {"q_proj", "k_proj", "v_proj"};
-          const auto kind = inner == "attn.in_proj_weight" ? ".weight" : ".bias";
-          for (int k = 0; k < 3; ++k) c.weights.emplace(target + "self_attn." + names[k] + kind, parts[k].contiguous());
+        if (block == str(unused_block)) {
           used = true;
+        } else if (inner == "attn.in_proj_weight" || inner == "attn.in_proj_bias") {
+          const auto parts = t.chunk(3, 0);
+          const auto kind = inner == "attn.in_proj_weight" ? ".weight" : ".bias";
+          for (int k = 0; k < 3; ++k) c.weights.emplace(target + "self_attn." + kQkv[k] + kind, parts[k].contiguous());
+          used = true;
+        } else {
+          for (const auto& r : kOpenClipLayerRenames)
+            if (auto tail = after(inner, r.ldm)) {
+              c.weights.emplace(target + r.diffusers + "." + *tail, t);
+              used = true;
+            }
         }
-        for (const auto& r : layer)
-          if (auto tail = after(inner, r.ldm)) c.weights.emplace(target + r.diffusers + "." + *tail, t), used = true;
       }
       // text_projection and logit_scale belong to CLIP's image-text head, unused by SD.
       if (!used && name != "text_projection" && name != "logit_scale")
@@ -221,9 +236,66 @@ Component text_encoder_from_ldm(const TensorMap& all, const std::string& source,
               {"hidden_act", sd2 ? "gelu" : "quick_gelu"},
               {"layer_norm_eps", 1e-5}};
   facts.push_back("text encoder: " + std::string(sd2 ? "OpenCLIP" : "CLIP") + " width " + str(width) + ", " +
-                  str(layers) + " layers, " + str(heads) + " heads" + (sd2 ? ", penultimate layer used" : ""));
+                  str(layers) + " layers, " + str(heads) + " heads" + (sd2 ? " (OpenCLIP's unused last block dropped)" : ""));
   return c;
 }
+
+}  // namespace
+
+TensorMap text_encoder_to_ldm(const Component& text, bool openclip) {
+  TensorMap out;
+  if (!openclip) {
+    for (const auto& [name, t] : text.weights) out.emplace("cond_stage_model.transformer." + name, t);
+    return out;
+  }
+  const std::string prefix = "cond_stage_model.model.";
+  const int64_t layers = count_indices(text.weights, "text_model.encoder.layers");
+  for (const auto& [name, t] : text.weights) {
+    bool used = false;
+    for (const auto& r : kOpenClipRenames)
+      if (name == r.diffusers || after(name, r.diffusers)) {
+        out.emplace(prefix + r.ldm + name.substr(r.diffusers.size()), t);
+        used = true;
+      }
+    if (auto rest = after(name, "text_model.encoder.layers")) {
+      const auto dot = rest->find('.');
+      const auto block = prefix + "transformer.resblocks." + rest->substr(0, dot) + ".";
+      const auto inner = rest->substr(dot + 1);
+      for (const std::string kind : {"weight", "bias"})
+        if (inner == std::string("self_attn.q_proj.") + kind) {  // k and v are joined with q
+          const auto layer = "text_model.encoder.layers." + rest->substr(0, dot) + ".self_attn.";
+          std::vector<torch::Tensor> parts;
+          for (const char* p : kQkv) parts.push_back(need(text.weights, layer + p + "." + kind, text.source));
+          out.emplace(block + "attn.in_proj_" + kind, torch::cat(parts));
+        }
+      if (inner.rfind("self_attn.q_proj.", 0) == 0 || inner.rfind("self_attn.k_proj.", 0) == 0 ||
+          inner.rfind("self_attn.v_proj.", 0) == 0)
+        used = true;
+      for (const auto& r : kOpenClipLayerRenames)
+        if (auto tail = after(inner, r.diffusers)) {
+          out.emplace(block + r.ldm + "." + *tail, t);
+          used = true;
+        }
+    }
+    if (!used && name != "text_model.embeddings.position_ids")
+      throw Error(text.source + ": text encoder tensor " + name + " has no OpenCLIP name");
+  }
+  // The last block SD2 skips and CLIP's image-text head: loaders of the
+  // original layout expect them, nothing that conditions SD reads them.
+  // Written as zeros, so the file is honest about holding no values there.
+  const auto last = prefix + "transformer.resblocks." + str(layers - 1) + ".";
+  const auto placeholder = prefix + "transformer.resblocks." + str(layers) + ".";
+  TensorMap unused;
+  for (const auto& [name, t] : out)
+    if (auto tail = after(name, last.substr(0, last.size() - 1))) unused.emplace(placeholder + *tail, torch::zeros_like(t));
+  const auto& tokens = need(text.weights, "text_model.embeddings.token_embedding.weight", text.source);
+  unused.emplace(prefix + "text_projection", torch::zeros({tokens.size(1), tokens.size(1)}, tokens.options()));
+  unused.emplace(prefix + "logit_scale", torch::zeros({}, tokens.options()));
+  out.insert(unused.begin(), unused.end());
+  return out;
+}
+
+namespace {
 
 // LDM stores EMA weights as model_ema.<name without dots>.
 TensorMap ema_unet(const TensorMap& all, const std::string& source) {
@@ -392,8 +464,6 @@ SdModel load_ldm_checkpoint(const std::string& path, bool use_ema) {
   m.text_encoder = text_encoder_from_ldm(all, path, sd2, m.inferred);
   m.family = sd2 ? "SD2.x" : "SD1.x";
   m.text_pad_id = sd2 ? 0 : 49407;
-  // SD2 conditions on the penultimate OpenCLIP layer; the file holds them all.
-  m.text_skip_last_layers = sd2 ? 1 : 0;
   // SD2 768-v models predict v; the file does not say so (use --prediction to override).
   m.scheduler_config = default_scheduler_config("epsilon");
   m.inferred.insert(m.inferred.begin(), "family: " + m.family + (m.has_ema ? " (has EMA weights)" : ""));

@@ -38,6 +38,12 @@ NameMap unet_name_map(const nlohmann::json& unet_config);
 NameMap controlnet_name_map(const nlohmann::json& controlnet_config);
 NameMap vae_name_map(const nlohmann::json& vae_config);
 
+// A text encoder (diffusers names) in the LDM single-file layout: SD1 under
+// cond_stage_model.transformer, SD2 (`openclip`) with OpenCLIP names under
+// cond_stage_model.model plus zero placeholders for what SD2 never reads
+// (OpenCLIP's last block, text_projection, logit_scale).
+TensorMap text_encoder_to_ldm(const Component& text, bool openclip);
+
 // Any tensor file: safetensors, or a PyTorch .pth/.ckpt/.pt (zip or legacy)
 // through the restricted unpickler (Lightning checkpoints: their state_dict).
 TensorMap read_tensor_file(const std::string& path);

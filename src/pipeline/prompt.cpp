@@ -9,7 +9,6 @@ PromptEncoder::PromptEncoder(const io::SdModel& model, torch::ScalarType dtype, 
                                              : text::ClipTokenizer::from_folder(model.tokenizer_dir)),
       model_(text::ClipTextConfig::from_json(model.text_encoder.config)),
       pad_id_(model.text_pad_id),
-      skip_(model.text_skip_last_layers),
       device_(device) {
   nn::load_weights(*model_, model.text_encoder.weights, model.text_encoder.source);
   model_->to(device, dtype);
@@ -27,7 +26,7 @@ torch::Tensor PromptEncoder::encode(const std::string& prompt, int64_t extra_ski
     auto empty = tokenizer_.sd_input_ids({""}, pad_id_);
     ids = torch::cat({ids, empty.expand({min_chunks - ids.size(0), -1})});
   }
-  auto hidden = model_->encode(ids.to(device_), skip_ + extra_skip);  // [chunks, 77, C]
+  auto hidden = model_->encode(ids.to(device_), extra_skip);  // [chunks, 77, C]
   return hidden.reshape({1, -1, hidden.size(-1)});
 }
 

@@ -34,7 +34,6 @@ class PromptEncoder {
   text::ClipTokenizer tokenizer_;
   text::ClipTextModel model_{nullptr};
   int64_t pad_id_;
-  int64_t skip_;
   torch::Device device_;
 };
 

@@ -231,7 +231,7 @@ class Trainer {
  private:
   torch::Tensor encode_text(const std::vector<std::string>& prompts) {
     auto ids = base_.tokenizer->sd_input_ids(prompts, base_.source.text_pad_id);
-    return base_.text->encode(ids, base_.source.text_skip_last_layers);
+    return base_.text->encode(ids, 0);
   }
 
   torch::Tensor compute_loss(const Batch& batch) {

@@ -6,6 +6,7 @@
 #include "io/checkpoint.h"
 #include "io/keymap.h"
 #include "support/golden.h"
+#include "support/torch_zip.h"
 
 using namespace cn;
 using cn::testing::golden_root;
@@ -65,18 +66,11 @@ TEST(Checkpoint, LdmFilesMatchTheDiffusersFolders) {
       expect_config_fields(ldm.unet.config, folder.unet.config, unet_keys, "unet");
       expect_same_tensors(ldm.vae.weights, folder.vae.weights, "vae");
       expect_config_fields(ldm.vae.config, folder.vae.config, {"block_out_channels", "layers_per_block", "latent_channels"}, "vae");
-      // SD2 files keep OpenCLIP's unused last layer; diffusers drops it.
-      const int64_t extra_layers = ldm.text_skip_last_layers;
-      auto text = ldm.text_encoder.weights;
-      const auto last = "text_model.encoder.layers." +
-                        std::to_string(ldm.text_encoder.config["num_hidden_layers"].get<int64_t>() - 1) + ".";
-      if (extra_layers)
-        for (auto it = text.begin(); it != text.end();) it = it->first.rfind(last, 0) == 0 ? text.erase(it) : std::next(it);
-      expect_same_tensors(text, folder.text_encoder.weights, "text encoder");
-      EXPECT_EQ(ldm.text_encoder.config["num_hidden_layers"].get<int64_t>() - extra_layers,
-                folder.text_encoder.config["num_hidden_layers"].get<int64_t>());
+      // SD2 files hold OpenCLIP's unused last block; both layouts drop it.
+      expect_same_tensors(ldm.text_encoder.weights, folder.text_encoder.weights, "text encoder");
       expect_config_fields(ldm.text_encoder.config, folder.text_encoder.config,
-                           {"hidden_size", "num_attention_heads", "intermediate_size", "hidden_act"}, "text encoder");
+                           {"hidden_size", "num_attention_heads", "intermediate_size", "hidden_act", "num_hidden_layers"},
+                           "text encoder");
       EXPECT_EQ(ldm.text_pad_id, folder.text_pad_id);
       ++checked;
     }
@@ -107,6 +101,31 @@ TEST(Checkpoint, LdmRoundTripIsExact) {
     const auto vae_map = io::vae_name_map(folder.vae.config);
     expect_same_tensors(vae_map.to_diffusers(vae_map.to_ldm(folder.vae.weights, "vae"), "vae"), folder.vae.weights, "vae");
   }
+}
+
+// Older diffusers folders hold .bin pickles (diffusion_pytorch_model.bin, and
+// transformers' pytorch_model.bin for the text encoder).
+TEST(Checkpoint, DiffusersFolderWithBinPicklesLoads) {
+  CN_REQUIRE_GOLDEN();
+  namespace fs = std::filesystem;
+  const auto golden = golden_root() / "mini-sd15";
+  const auto tmp = fs::temp_directory_path() / "cn_checkpoint_bin";
+  fs::remove_all(tmp);
+  fs::copy(golden, tmp, fs::copy_options::recursive);
+  for (const auto& [component, stem, bin] : {std::tuple{"unet", "diffusion_pytorch_model", "diffusion_pytorch_model.bin"},
+                                             {"vae", "diffusion_pytorch_model", "diffusion_pytorch_model.bin"},
+                                             {"text_encoder", "model", "pytorch_model.bin"}}) {
+    const auto st = tmp / component / (std::string(stem) + ".safetensors");
+    cn::testing::write_torch_checkpoint(tmp / component / bin, io::load_safetensors(st.string()));
+    fs::remove(st);
+  }
+  const auto from_bin = io::load_sd_model(tmp.string()), reference = io::load_sd_model(golden.string());
+  EXPECT_NE(from_bin.unet.source.find(".bin"), std::string::npos) << from_bin.unet.source;
+  EXPECT_NE(from_bin.text_encoder.source.find("pytorch_model.bin"), std::string::npos) << from_bin.text_encoder.source;
+  expect_same_tensors(from_bin.unet.weights, reference.unet.weights, "unet");
+  expect_same_tensors(from_bin.vae.weights, reference.vae.weights, "vae");
+  expect_same_tensors(from_bin.text_encoder.weights, reference.text_encoder.weights, "text encoder");
+  fs::remove_all(tmp);
 }
 
 TEST(Checkpoint, BadInputIsRefusedClearly) {

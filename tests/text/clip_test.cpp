@@ -26,6 +26,21 @@ void expect_full_tower_outputs(const cn::testing::GoldenCase& c, text::ClipTextM
   expect_golden(c, "pooled_output", out.pooled);
 }
 
+// Every layer's states, and the outputs the tower's depth allows: the case
+// holds the full OpenCLIP tower's states, while SD2 models (diffusers folder
+// and LDM file alike) drop its unused last layer, so their last_hidden_state
+// is the case's penultimate conditioning.
+void expect_case_outputs(const cn::testing::GoldenCase& c, text::ClipTextModel& model) {
+  auto ids = c.get("input_ids");
+  auto out = model->forward(ids);
+  const int64_t layers = model->config().num_hidden_layers;
+  for (int64_t i = 0; i <= layers; ++i) expect_golden(c, "hidden_states_" + std::to_string(i), out.hidden_states[i]);
+  const bool full_tower =
+      c.has("hidden_states_" + std::to_string(layers)) && !c.has("hidden_states_" + std::to_string(layers + 1));
+  if (full_tower) expect_full_tower_outputs(c, model, ids, out);
+  else expect_golden(c, "final_layer_norm_of_penultimate", out.last_hidden_state);
+}
+
 }  // namespace
 
 TEST(ClipText, MatchesReference) {
@@ -36,22 +51,7 @@ TEST(ClipText, MatchesReference) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name());
     auto model = golden_model(c);
-    auto ids = c.get("input_ids");
-    auto out = model->forward(ids);
-    const int64_t layers = model->config().num_hidden_layers;
-    // The case holds the full OpenCLIP tower's states; mini-sd21's diffusers
-    // folder has one layer less (diffusers drops SD2's unused last layer), so
-    // its last_hidden_state is the case's penultimate conditioning. The full
-    // 3-layer tower is compared when loading the LDM file (tests/io).
-    for (int64_t i = 0; i <= layers; ++i)
-      expect_golden(c, "hidden_states_" + std::to_string(i), out.hidden_states[i]);
-    const bool full_tower = c.has("hidden_states_" + std::to_string(layers)) &&
-                            !c.has("hidden_states_" + std::to_string(layers + 1));
-    if (full_tower) {
-      expect_full_tower_outputs(c, model, ids, out);
-    } else {
-      expect_golden(c, "final_layer_norm_of_penultimate", out.last_hidden_state);
-    }
+    expect_case_outputs(c, model);
   }
 }
 
@@ -67,11 +67,7 @@ TEST(ClipText, LdmCheckpointMatchesReference) {
     const auto sd = io::load_sd_model(c.model("ldm_checkpoint").string());
     text::ClipTextModel model(text::ClipTextConfig::from_json(sd.text_encoder.config));
     model->load_weights(sd.text_encoder.weights, sd.text_encoder.source);
-    auto ids = c.get("input_ids");
-    auto out = model->forward(ids);
-    for (size_t i = 0; i < out.hidden_states.size(); ++i)
-      expect_golden(c, "hidden_states_" + std::to_string(i), out.hidden_states[i]);
-    expect_full_tower_outputs(c, model, ids, out);
+    expect_case_outputs(c, model);
   }
 }
 

@@ -9,6 +9,7 @@
 #include "io/checkpoint.h"
 #include "io/keymap.h"
 #include "models/controlnet.h"
+#include "models/vae.h"
 #include "nn/weights.h"
 
 namespace cn::cli {
@@ -87,14 +88,14 @@ void add_convert_command(CLI::App& app) {
         write_json(out / "scheduler" / "scheduler_config.json", m.scheduler_config);
         if (!m.tokenizer_dir.empty()) fs::copy(m.tokenizer_dir, out / "tokenizer", fs::copy_options::recursive | fs::copy_options::overwrite_existing);
         write_json(out / "model_index.json", {{"_class_name", "StableDiffusionPipeline"}, {"converted_by", "controlnet.cpp"}});
-        if (m.text_skip_last_layers > 0)
-          std::cerr << "note: the text encoder keeps all layers; generation uses the penultimate one as SD2 does\n";
       } else {
-        if (m.text_skip_last_layers > 0 || m.family == "SD2.x")
-          throw Error("convert --layout ldm: SD2 text encoders (OpenCLIP names) are not written back yet");
+        const bool openclip = m.family == "SD2.x";
+        if (openclip)
+          std::cerr << "note: OpenCLIP's last block, text_projection and logit_scale, which SD2 never reads, are "
+                       "written as zeros\n";
         io::TensorMap all = with_prefix(io::unet_name_map(m.unet.config).to_ldm(m.unet.weights, input), "model.diffusion_model.");
         for (auto& [k, v] : with_prefix(io::vae_name_map(m.vae.config).to_ldm(m.vae.weights, input), "first_stage_model.")) all.emplace(k, v);
-        for (auto& [k, v] : with_prefix(m.text_encoder.weights, "cond_stage_model.transformer.")) all.emplace(k, v);
+        for (auto& [k, v] : io::text_encoder_to_ldm(m.text_encoder, openclip)) all.emplace(k, v);
         io::save_safetensors(output, cast(all, dtype), {{"format", "pt"}});
       }
     }
@@ -116,7 +117,7 @@ void add_add_control_command(CLI::App& app) {
     models::UNet2DConditionModel unet(models::UNetConfig::from_json(m.unet.config));
     nn::load_weights(*unet, m.unet.weights, m.unet.source);
     torch::manual_seed(seed);
-    const int64_t vae_factor = int64_t(1) << (m.vae.config["block_out_channels"].size() - 1);
+    const auto vae_factor = models::VaeConfig::from_json(m.vae.config).downsampling_factor();
     models::ControlNetModel net(models::ControlNetConfig::from_unet(unet->config(), vae_factor));
     net->copy_trunk_from(*unet);
     const auto config = net->controlnet_config().to_json();
