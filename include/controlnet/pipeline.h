@@ -28,9 +28,16 @@ enum class ControlMode {
 ControlMode parse_control_mode(const std::string& name);
 std::string to_string(ControlMode mode);
 
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> rgb;  // row-major RGB, 8 bit
+};
+
 struct ControlNetUnit {
   std::string model;                          // ControlNet file or diffusers folder
-  std::string image;                          // condition image file
+  std::string image;                          // condition image file ...
+  Image pixels;                               // ... or its pixels, used when `image` is empty
   double scale = 1.0;                         // conditioning scale
   double start = 0.0;                         // fraction of the steps where it starts ...
   double end = 1.0;                           // ... and ends
@@ -79,12 +86,6 @@ struct Progress {
 // Called after every denoising step; returning false cancels the generation.
 using ProgressCallback = std::function<bool(const Progress&)>;
 
-struct Image {
-  int width = 0;
-  int height = 0;
-  std::vector<uint8_t> rgb;  // row-major RGB, 8 bit
-};
-
 struct GeneratedImage {
   Image image;
   int64_t seed = 0;        // seed of this image's batch
@@ -115,5 +116,7 @@ class Pipeline {
 
 // Writes the image as PNG with its "parameters" text chunk.
 void save_png(const std::string& path, const GeneratedImage& image);
+// The same PNG, as bytes.
+std::string encode_png(const GeneratedImage& image);
 
 }  // namespace cn

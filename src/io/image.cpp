@@ -14,11 +14,12 @@
 
 namespace cn::io {
 
-cv::Mat read_rgb_image(const std::string& path) {
-  cv::Mat raw = cv::imread(path, cv::IMREAD_UNCHANGED);
-  if (raw.empty()) throw cn::Error(path + ": cannot read image (missing file or unsupported format)");
+namespace {
+
+// An image as OpenCV decoded it (BGR, gray, BGRA; 8 or 16 bit) as 8-bit RGB.
+cv::Mat to_rgb(cv::Mat raw, const std::string& what) {
   if (raw.depth() == CV_16U) raw.convertTo(raw, CV_8U, 1.0 / 257.0);
-  if (raw.depth() != CV_8U) throw cn::Error(path + ": unsupported image depth (expected 8 or 16 bit)");
+  if (raw.depth() != CV_8U) throw cn::Error(what + ": unsupported image depth (expected 8 or 16 bit)");
   cv::Mat rgb;
   switch (raw.channels()) {
     case 1:
@@ -42,9 +43,25 @@ cv::Mat read_rgb_image(const std::string& path) {
       break;
     }
     default:
-      throw cn::Error(path + ": unsupported number of channels " + std::to_string(raw.channels()));
+      throw cn::Error(what + ": unsupported number of channels " + std::to_string(raw.channels()));
   }
   return rgb;
+}
+
+}  // namespace
+
+cv::Mat read_rgb_image(const std::string& path) {
+  cv::Mat raw = cv::imread(path, cv::IMREAD_UNCHANGED);
+  if (raw.empty()) throw cn::Error(path + ": cannot read image (missing file or unsupported format)");
+  return to_rgb(raw, path);
+}
+
+cv::Mat decode_rgb_image(const std::string& bytes, const std::string& what) {
+  cv::Mat raw;
+  if (!bytes.empty())
+    raw = cv::imdecode(cv::Mat(1, int(bytes.size()), CV_8U, const_cast<char*>(bytes.data())), cv::IMREAD_UNCHANGED);
+  if (raw.empty()) throw cn::Error(what + ": cannot decode image (empty or unsupported format)");
+  return to_rgb(raw, what);
 }
 
 ResizeMode parse_resize_mode(const std::string& name) {
@@ -124,18 +141,15 @@ bool is_ascii(const std::string& s) {
 
 }  // namespace
 
-void write_png(const std::string& path, const cv::Mat& rgb, const PngText& text) {
+std::string encode_png(const cv::Mat& rgb, const PngText& text) {
   if (rgb.depth() != CV_8U || (rgb.channels() != 3 && rgb.channels() != 1))
-    throw cn::Error(path + ": write_png expects 8-bit RGB or gray");
-  const std::string tmp = path + ".tmp";
-  std::unique_ptr<FILE, FileCloser> file(std::fopen(tmp.c_str(), "wb"));
-  if (!file) throw cn::Error(path + ": cannot write (" + std::strerror(errno) + ")");
-  std::string error;
+    throw cn::Error("encode_png expects 8-bit RGB or gray");
+  std::string out, error;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &error, png_error_to_exception, nullptr);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!png || !info) {
     png_destroy_write_struct(&png, nullptr);
-    throw cn::Error(path + ": cannot initialise libpng");
+    throw cn::Error("cannot initialise libpng");
   }
   // Everything libpng needs outlives the setjmp below (no destructors skipped).
   std::vector<png_text> chunks(text.size());
@@ -143,11 +157,14 @@ void write_png(const std::string& path, const cv::Mat& rgb, const PngText& text)
   cv::Mat contiguous = rgb.isContinuous() ? rgb : rgb.clone();
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
-    file.reset();
-    std::remove(tmp.c_str());
-    throw cn::Error(path + ": PNG write failed (" + error + ")");
+    throw cn::Error("PNG encoding failed (" + error + ")");
   }
-  png_init_io(png, file.get());
+  png_set_write_fn(
+      png, &out,
+      [](png_structp p, png_bytep data, png_size_t size) {
+        static_cast<std::string*>(png_get_io_ptr(p))->append(reinterpret_cast<const char*>(data), size);
+      },
+      nullptr);
   png_set_IHDR(png, info, png_uint_32(rgb.cols), png_uint_32(rgb.rows), 8,
                rgb.channels() == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -164,7 +181,20 @@ void write_png(const std::string& path, const cv::Mat& rgb, const PngText& text)
   png_set_rows(png, info, rows.data());
   png_write_png(png, info, PNG_TRANSFORM_IDENTITY, nullptr);
   png_destroy_write_struct(&png, &info);
-  if (std::fflush(file.get()) != 0) {
+  return out;
+}
+
+void write_png(const std::string& path, const cv::Mat& rgb, const PngText& text) {
+  std::string bytes;
+  try {
+    bytes = encode_png(rgb, text);
+  } catch (const cn::Error& e) {
+    throw cn::Error(path + ": " + e.what());
+  }
+  const std::string tmp = path + ".tmp";
+  std::unique_ptr<FILE, FileCloser> file(std::fopen(tmp.c_str(), "wb"));
+  if (!file) throw cn::Error(path + ": cannot write (" + std::strerror(errno) + ")");
+  if (std::fwrite(bytes.data(), 1, bytes.size(), file.get()) != bytes.size() || std::fflush(file.get()) != 0) {
     file.reset();
     std::remove(tmp.c_str());
     throw cn::Error(path + ": write failed (disk full?)");

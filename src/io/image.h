@@ -14,6 +14,8 @@ namespace cn::io {
 // Reads an image file as 8-bit RGB: gray is replicated, alpha is composited over
 // white, 16-bit is scaled down. Throws cn::Error naming the file when unreadable.
 cv::Mat read_rgb_image(const std::string& path);
+// The same from encoded bytes (an upload); `what` names them in errors.
+cv::Mat decode_rgb_image(const std::string& bytes, const std::string& what);
 
 // How a condition or init image is fitted to the output size (A1111 names).
 enum class ResizeMode {
@@ -32,7 +34,9 @@ torch::Tensor image_to_tensor(const cv::Mat& rgb);
 cv::Mat tensor_to_image(const torch::Tensor& chw01);
 
 using PngText = std::vector<std::pair<std::string, std::string>>;
-// Writes RGB (or gray) 8-bit as PNG with tEXt/iTXt chunks, atomically (tmp + rename).
+// RGB (or gray) 8-bit as PNG bytes with tEXt/iTXt chunks.
+std::string encode_png(const cv::Mat& rgb, const PngText& text = {});
+// encode_png written to `path` atomically (tmp + rename).
 void write_png(const std::string& path, const cv::Mat& rgb, const PngText& text = {});
 // The text chunks of a PNG file (for tests and `info`).
 PngText read_png_text(const std::string& path);

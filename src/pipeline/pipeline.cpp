@@ -107,10 +107,11 @@ Pipeline::~Pipeline() = default;
 std::unique_ptr<Pipeline> Pipeline::load(const ModelOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  if (impl->options.model.empty()) impl->options.model = default_model_dir();
   impl->device = torch::Device(options.device);
   impl->dtype = parse_dtype(options.dtype);
   if (options.threads > 0) torch::set_num_threads(options.threads);
-  impl->source = io::load_sd_model(options.model.empty() ? default_model_dir() : options.model, options.ema);
+  impl->source = io::load_sd_model(impl->options.model, options.ema);
   if (!options.vae.empty()) impl->source.vae = io::load_vae(options.vae);
   auto& src = impl->source;
   impl->unet = build<models::UNet2DConditionModel, models::UNetConfig>(src.unet, impl->dtype, impl->device);
@@ -168,12 +169,27 @@ void validate(const GenerateOptions& o) {
     const auto& c = o.controls[i];
     const auto unit = "ControlNet " + std::to_string(i + 1) + ": ";
     if (c.model.empty()) throw Error(unit + "no ControlNet model given for control image '" + c.image + "'");
-    if (c.image.empty()) throw Error(unit + "no control image given for ControlNet '" + c.model + "'");
+    if (c.image.empty() && c.pixels.rgb.empty())
+      throw Error(unit + "no control image given for ControlNet '" + c.model + "'");
     if (c.scale < 0 || c.scale > 10) throw Error(unit + "scale must be between 0 and 10");
     if (c.start < 0 || c.end > 1 || c.start >= c.end)
       throw Error(unit + "start and end must satisfy 0 <= start < end <= 1 (got " + format_number(c.start) + ", " +
                   format_number(c.end) + ")");
   }
+}
+
+// An Image's pixels as an OpenCV RGB matrix (a view).
+cv::Mat rgb_view(const Image& image) {
+  return cv::Mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
+}
+
+// A caller's in-memory image as an OpenCV RGB matrix (a copy).
+cv::Mat image_pixels(const Image& image) {
+  if (image.width <= 0 || image.height <= 0 || image.rgb.size() != size_t(image.width) * image.height * 3)
+    throw Error("control image: give a file, or pixels whose size is width x height x 3 (got " +
+                std::to_string(image.rgb.size()) + " bytes for " + std::to_string(image.width) + "x" +
+                std::to_string(image.height) + ")");
+  return rgb_view(image).clone();
 }
 
 }  // namespace
@@ -196,7 +212,7 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
   std::vector<pipeline::ActiveControlNet> controls;
   for (const auto& unit : o.controls) {
     auto net = m.controlnet(unit.model);
-    auto source = io::read_rgb_image(unit.image);
+    auto source = unit.image.empty() ? image_pixels(unit.pixels) : io::read_rgb_image(unit.image);
     // Detect at the output's short side ("pixel perfect"), then fit as usual.
     if (!unit.preprocess.empty()) source = preprocess::detect(unit.preprocess, source, {std::min(o.width, o.height)});
     auto image = io::fit_image(source, o.width, o.height, io::parse_resize_mode(unit.resize_mode));
@@ -269,8 +285,11 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
 }
 
 void save_png(const std::string& path, const GeneratedImage& image) {
-  cv::Mat mat(image.image.height, image.image.width, CV_8UC3, const_cast<uint8_t*>(image.image.rgb.data()));
-  io::write_png(path, mat, {{"parameters", image.parameters}});
+  io::write_png(path, rgb_view(image.image), {{"parameters", image.parameters}});
+}
+
+std::string encode_png(const GeneratedImage& image) {
+  return io::encode_png(rgb_view(image.image), {{"parameters", image.parameters}});
 }
 
 }  // namespace cn

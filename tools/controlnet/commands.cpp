@@ -1,6 +1,7 @@
 #include "commands.h"
 
 #include <map>
+#include <optional>
 
 namespace cn::cli {
 namespace {
@@ -25,14 +26,20 @@ void register_commands(CLI::App& app) {
   add_info_command(app);
   add_train_command(app);
   add_dataset_command(app);
+  add_serve_command(app);
 }
 
-int run_selected(CLI::App& app) {
+namespace {
+// The exit code of the selected command, looking into nested ones (dataset fill).
+std::optional<int> run_selected_command(CLI::App& app) {
   for (auto* sub : app.get_subcommands()) {
     if (auto it = runners().find(sub); it != runners().end()) return it->second();
-    if (int code = run_selected(*sub); code != 2) return code;  // nested (dataset fill)
+    if (auto code = run_selected_command(*sub)) return code;
   }
-  return 2;
+  return std::nullopt;
 }
+}  // namespace
+
+int run_selected(CLI::App& app) { return run_selected_command(app).value_or(2); }
 
 }  // namespace cn::cli

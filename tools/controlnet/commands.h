@@ -22,5 +22,6 @@ void add_dataset_command(CLI::App& app);
 void add_detect_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_add_control_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace cn::cli
