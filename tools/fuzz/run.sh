@@ -43,7 +43,7 @@ for harness in safetensors_header unpickler; do
   mkdir -p "$build/corpus/$harness" "$build/findings/$harness"
   echo "== $harness: $seconds s"
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-    "$build/fuzz_$harness" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    "$build/fuzz_$harness" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
     -artifact_prefix="$build/findings/$harness/" "$build/corpus/$harness" 2>&1 |
     grep -E "stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb|Done|ERROR|SUMMARY|crash-|timeout-|oom-" || true
   echo "findings: $(ls "$build/findings/$harness" | wc -l)"
