@@ -1,0 +1,143 @@
+// MiDaS DPT-Hybrid depth and the maps made from it, against the annotators'
+// outputs (golden/preprocess/midas, midas_normal_from_depth_v10): the network
+// with the recipe's random weights within the README's MiDaS tolerance, the
+// post-processing of saved raw depths bit-exact.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <opencv2/imgproc.hpp>
+
+#include "controlnet/error.h"
+#include "preprocess/midas.h"
+#include "preprocess/preprocess.h"
+#include "support/preprocess_fixtures.h"
+#include "support/recipe.h"
+
+using namespace cn;
+namespace fs = std::filesystem;
+
+namespace {
+
+using cn::testing::differing_pixels;
+using cn::testing::read_png;
+
+torch::Tensor saved_depth(const fs::path& file) {
+  return io::load_safetensors(file.string()).at("depth").to(torch::kFloat32);
+}
+
+// Largest per-value difference of two uint8 maps of the same shape.
+double max_u8_diff(const cv::Mat& a, const cv::Mat& b) {
+  cv::Mat diff;
+  cv::absdiff(a, b, diff);
+  double max = 0;
+  cv::minMaxLoc(diff.reshape(1), nullptr, &max);
+  return max;
+}
+
+// README: end-to-end uint8 maps may differ by at most 1 on at most 0.5 % of the values.
+void expect_u8_within_tolerance(const cv::Mat& actual, const cv::Mat& expected, const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  ASSERT_EQ(actual.type(), expected.type()) << what;
+  const auto changed = differing_pixels(actual, expected);
+  const double share = double(changed) / double(expected.total() * expected.channels());
+  const double max = max_u8_diff(actual, expected);
+  std::cout << "[parity] midas " << what << " u8 values changed " << changed << " (" << share * 100 << " %), max "
+            << max << "\n";
+  EXPECT_LE(max, 1) << what;
+  EXPECT_LE(share, 0.005) << what;
+}
+
+// The recipe's checkpoint (490 MB of float32), built once for the suite.
+class Midas : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (cn::testing::golden_root().empty()) return;
+    checkpoint_ = new io::TensorMap(cn::testing::recipe_weights(cn::testing::recipe_path("midas_dpt_hybrid")));
+  }
+  static void TearDownTestSuite() {
+    delete checkpoint_;
+    checkpoint_ = nullptr;
+  }
+  static io::TensorMap* checkpoint_;
+};
+io::TensorMap* Midas::checkpoint_ = nullptr;
+
+}  // namespace
+
+TEST(MidasNormalV10, FromGivenDepthIsExact) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = cn::testing::preprocess_case_dir("midas_normal_from_depth_v10");
+  const auto manifest = cn::testing::preprocess_manifest("midas_normal_from_depth_v10");
+  int compared = 0;
+  for (const auto& row : manifest.at("table")) {
+    const std::string depth_file = row.at("depth");
+    const double bg_th = row.at("bg_th"), a = row.at("a");
+    const auto depth = saved_depth(dir / depth_file);
+    for (const auto& [file, meta] : manifest.at("files").items()) {
+      if (meta.value("depth", "") != depth_file) continue;
+      const auto expected = read_png(dir / file);
+      const bool normal = meta.at("channels") == "RGB";
+      const auto actual = normal ? preprocess::midas_normal_map_v10(depth, a, bg_th) : preprocess::midas_depth_map(depth);
+      EXPECT_EQ(differing_pixels(actual, expected), 0) << file;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 2 * int(manifest.at("table").size()));
+}
+
+TEST_F(Midas, NetworkAndMapsMatchTheAnnotator) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = cn::testing::preprocess_case_dir("midas");
+  const auto manifest = cn::testing::preprocess_manifest("midas");
+  const double a = manifest.at("params").at("v10_normal").at("a");
+  const double bg_th = manifest.at("params").at("v10_normal").at("bg_th");
+  auto model = preprocess::load_dpt_hybrid(*checkpoint_, "midas_dpt_hybrid recipe");
+  int cases = 0;
+  for (const auto& [file, meta] : manifest.at("files").items()) {
+    const std::string suffix = "_input.png";
+    if (file.size() <= suffix.size() || file.compare(file.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    const std::string name = file.substr(0, file.size() - suffix.size());
+    ++cases;
+    const auto reference = saved_depth(dir / (name + "_raw.safetensors"))[0];
+    const auto expected_depth = read_png(dir / (name + "_depth.png"));
+    std::string normal_file;
+    for (const auto& [other, other_meta] : manifest.at("files").items())
+      if (other.rfind(name + "_normal_v10_bg", 0) == 0) normal_file = other;
+    ASSERT_FALSE(normal_file.empty()) << name;
+    const auto expected_normal = read_png(dir / normal_file);
+
+    // Post-processing of the saved raw depth: bit-exact.
+    EXPECT_EQ(differing_pixels(preprocess::midas_depth_map(reference), expected_depth), 0) << name;
+    EXPECT_EQ(differing_pixels(preprocess::midas_normal_map_v10(reference, a, bg_th), expected_normal), 0) << name;
+
+    // The network: raw depth within 1e-3 * max(1, max |ref|), maps within the uint8 tolerance.
+    const auto depth = preprocess::midas_raw_depth(model, read_png(dir / file));
+    ASSERT_EQ(depth.sizes(), reference.sizes()) << name;
+    const double tolerance = 1e-3 * std::max(1.0, reference.abs().max().item<double>());
+    const double error = cn::testing::max_abs_diff(depth, reference);
+    std::cout << "[parity] midas " << name << " raw depth max_abs=" << error << " tolerance " << tolerance << "\n";
+    EXPECT_LE(error, tolerance) << name;
+    expect_u8_within_tolerance(preprocess::midas_depth_map(depth), expected_depth, name + " depth map");
+    expect_u8_within_tolerance(preprocess::midas_normal_map_v10(depth, a, bg_th), expected_normal, name + " normal map");
+  }
+  EXPECT_GE(cases, 1);
+}
+
+TEST_F(Midas, LoadsTheOptimizerContainerAndRefusesIncompleteFiles) {
+  CN_REQUIRE_GOLDEN();
+  io::TensorMap with_optimizer{{"optimizer.state.0.exp_avg", torch::zeros({2})}};
+  for (const auto& [key, tensor] : *checkpoint_) with_optimizer["model." + key] = tensor;
+  auto model = preprocess::load_dpt_hybrid(with_optimizer, "container");
+  const auto input = torch::zeros({1, 3, 64, 64});
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(model->forward(input).sizes(), (std::vector<int64_t>{1, 64, 64}));
+
+  auto incomplete = *checkpoint_;
+  incomplete.erase("scratch.output_conv.4.bias");
+  try {
+    preprocess::load_dpt_hybrid(incomplete, "incomplete");
+    ADD_FAILURE() << "loaded a checkpoint without scratch.output_conv.4.bias";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("scratch.output_conv.4.bias"), std::string::npos) << e.what();
+  }
+}
