@@ -1,10 +1,12 @@
 #include "preprocess/midas.h"
 
 #include <cmath>
+#include <mutex>
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
 #include "nn/weights.h"
+#include "preprocess/preprocess.h"
 
 namespace cn::preprocess {
 
@@ -345,6 +347,17 @@ DptHybrid load_dpt_hybrid(const io::TensorMap& checkpoint, const std::string& wh
   nn::load_weights(*model, weights, what, {"pretrained.model.head.weight", "pretrained.model.head.bias"});
   model->eval();
   return model;
+}
+
+DptHybrid dpt_hybrid_from_file(const std::filesystem::path& path) {
+  static std::mutex mutex;
+  static std::map<std::string, DptHybrid> loaded;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::filesystem::weakly_canonical(path).string();
+  auto found = loaded.find(key);
+  if (found == loaded.end())
+    found = loaded.emplace(key, load_dpt_hybrid(load_annotator_weights(path, {}), path.string())).first;
+  return found->second;
 }
 
 torch::Tensor midas_input(const cv::Mat& rgb) {

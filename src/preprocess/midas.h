@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include <opencv2/core.hpp>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,11 @@ TORCH_MODULE(DptHybrid);
 // accepted) or, as MiDaS' BaseModel.load takes it, {'model': sd, 'optimizer':
 // ...}. Strict otherwise; `what` names the source in errors. In eval mode.
 DptHybrid load_dpt_hybrid(const io::TensorMap& checkpoint, const std::string& what);
+
+// load_dpt_hybrid of an annotator checkpoint file (.pt/.pth or .safetensors),
+// read once per path and kept for the life of the process (detectors run it
+// for every image).
+DptHybrid dpt_hybrid_from_file(const std::filesystem::path& path);
 
 // The detector's input: RGB uint8 (H, W, 3) -> RGB / 127.5 - 1 as (1, 3, H, W)
 // float32, at the detect resolution (no 384 resize, no ImageNet normalisation).

@@ -6,6 +6,7 @@
 
 #include "controlnet/error.h"
 #include "io/pickle.h"
+#include "preprocess/midas.h"
 
 namespace cn::preprocess {
 
@@ -45,6 +46,10 @@ cv::Mat resize_image(const cv::Mat& image, int resolution) {
   return out;
 }
 
+namespace {
+const char* const kMidasCheckpoint = "dpt_hybrid-midas-501f0c75.pt";
+}  // namespace
+
 const std::vector<Detector>& detectors() {
   static const std::vector<Detector> all = {
       {"canny", "Canny edges (OpenCV, on the RGB image)", "low threshold", "high threshold", 100, 200, "",
@@ -69,6 +74,17 @@ const std::vector<Detector>& detectors() {
          cv::Mat out = cv::Mat::zeros(rgb.size(), CV_8U);
          out.setTo(255, darkest < 127);
          return out;
+       }},
+      {"depth_midas", "MiDaS DPT-Hybrid depth (ControlNet 1.1 depth)", "", "", 0, 0, kMidasCheckpoint,
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         auto model = dpt_hybrid_from_file(annotator_file(kMidasCheckpoint, p.annotator_dir));
+         return midas_depth_map(midas_raw_depth(model, rgb));
+       }},
+      {"normal_midas", "normal map from MiDaS depth (ControlNet 1.0 normal; Sobel of the depth, z = 2 pi)",
+       "background threshold", "", 0.4, 0, kMidasCheckpoint,
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         auto model = dpt_hybrid_from_file(annotator_file(kMidasCheckpoint, p.annotator_dir));
+         return midas_normal_map_v10(midas_raw_depth(model, rgb), 2 * M_PI, p.a);
        }},
   };
   return all;

@@ -4,6 +4,8 @@
 // post-processing of saved raw depths bit-exact.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <opencv2/imgproc.hpp>
 
@@ -140,4 +142,32 @@ TEST_F(Midas, LoadsTheOptimizerContainerAndRefusesIncompleteFiles) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("scratch.output_conv.4.bias"), std::string::npos) << e.what();
   }
+}
+
+// The registered detectors find the checkpoint by its official name (here a
+// safetensors copy of the recipe's, in a temporary annotator folder) and give
+// the annotators' maps for the detect chain at the fixture's resolution.
+TEST_F(Midas, DetectorsRunTheCheckpointFromTheAnnotatorFolder) {
+  CN_REQUIRE_GOLDEN();
+  const auto& depth = preprocess::find_detector("depth_midas");
+  const auto& normal = preprocess::find_detector("normal_midas");
+  EXPECT_EQ(depth.checkpoint, "dpt_hybrid-midas-501f0c75.pt");
+  EXPECT_EQ(normal.checkpoint, depth.checkpoint);
+  EXPECT_EQ(normal.default_a, 0.4);
+
+  const auto annotator_dir = fs::temp_directory_path() / ("cn-midas-test-" + std::to_string(::getpid()));
+  fs::create_directories(annotator_dir);
+  io::save_safetensors((annotator_dir / "dpt_hybrid-midas-501f0c75.safetensors").string(), *checkpoint_);
+
+  const auto dir = cn::testing::preprocess_case_dir("midas");
+  const auto input = read_png(dir / "shapes_input.png");
+  preprocess::DetectOptions options;
+  options.resolution = std::min(input.rows, input.cols);
+  options.annotator_dir = annotator_dir.string();
+  const auto depth_map = preprocess::detect("depth_midas", input, options);
+  const auto normal_map = preprocess::detect("normal_midas", input, options);
+  fs::remove_all(annotator_dir);
+
+  expect_u8_within_tolerance(depth_map, preprocess::hwc3(read_png(dir / "shapes_depth.png")), "detect depth_midas");
+  expect_u8_within_tolerance(normal_map, read_png(dir / "shapes_normal_v10_bg0.4.png"), "detect normal_midas");
 }
