@@ -8,6 +8,7 @@ build=${1:-build}
 packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-pthread     # tensors and autograd; OpenBLAS makes fp32 matmul ~15x faster
+  libgloo-dev                            # Gloo headers for c10d's CPU process group (multi-process training)
   libopencv-dev libpng-dev               # images, Canny/Hough, PNG text chunks
   libicu-dev                             # Unicode classes and normalisation for the tokenizer
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libgtest-dev

@@ -26,41 +26,116 @@ cv::Mat square(const cv::Mat& rgb, int r) {
 
 }  // namespace
 
-PairDataset::PairDataset(const std::string& dir, int resolution) : dir_(dir), resolution_(resolution) {
+PairDataset::PairDataset(const std::string& dir, int resolution, bool skip_bad,
+                         std::function<void(const std::string&)> report)
+    : dir_(dir), resolution_(resolution), skip_bad_(skip_bad), report_(std::move(report)) {
   const auto index = fs::path(dir) / "prompt.json";
   std::ifstream in(index);
   if (!in) throw Error("dataset: cannot open " + index.string() + " (expected one JSON object per line)");
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::string problem;
+    Sample sample;
+    sample.line = n;
     try {
       const auto j = nlohmann::json::parse(line);
-      samples_.push_back({j.at("source"), j.at("target"), j.at("prompt")});
+      if (!j.is_object()) throw Error("not a JSON object");
+      for (const char* field : {"source", "target", "prompt"})
+        if (!j.contains(field) || !j.at(field).is_string())
+          throw Error(std::string(j.contains(field) ? "field \"" : "no field \"") + field + "\"" +
+                      (j.contains(field) ? " is not a string" : ""));
+      sample.source = j.at("source");
+      sample.target = j.at("target");
+      sample.prompt = j.at("prompt");
+      for (const auto* image : {&sample.source, &sample.target})
+        if (!fs::is_regular_file(fs::path(dir) / *image))
+          throw Error(std::string(image == &sample.source ? "source" : "target") + " image " +
+                      (fs::path(dir) / *image).string() + " does not exist");
     } catch (const nlohmann::json::exception& e) {
-      throw Error("dataset: " + index.string() + " line " + std::to_string(n) + ": " + e.what());
+      problem = std::string("not valid JSON (") + e.what() + ")";
+    } catch (const Error& e) {
+      problem = e.what();
     }
+    if (problem.empty()) {
+      samples_.push_back(std::move(sample));
+      continue;
+    }
+    const auto message = "dataset: " + where(n) + ": " + problem;
+    if (!skip_bad) throw Error(message + " (--skip-bad leaves such samples out)");
+    ++skipped_lines_;
+    if (report_) report_(message);
   }
-  if (samples_.empty()) throw Error("dataset: " + index.string() + " lists no samples");
+  if (samples_.empty()) throw Error("dataset: " + index.string() + " lists no usable samples");
+  failed_.assign(samples_.size(), false);
+}
+
+std::string PairDataset::index_path() const { return (fs::path(dir_) / "prompt.json").string(); }
+
+std::string PairDataset::where(int line) const { return index_path() + ":" + std::to_string(line); }
+
+std::pair<torch::Tensor, torch::Tensor> PairDataset::decode(const Sample& s) const {
+  try {
+    const auto target = io::read_rgb_image((fs::path(dir_) / s.target).string());
+    const auto source = io::read_rgb_image((fs::path(dir_) / s.source).string());
+    if (target.size() != source.size())
+      throw Error("source " + s.source + " is " + std::to_string(source.cols) + "x" + std::to_string(source.rows) +
+                  " but target " + s.target + " is " + std::to_string(target.cols) + "x" + std::to_string(target.rows));
+    return {io::image_to_tensor(square(target, resolution_)), io::image_to_tensor(square(source, resolution_))};
+  } catch (const Error& e) {
+    throw Error("dataset: " + where(s.line) + ": " + e.what());
+  } catch (const cv::Exception& e) {
+    throw Error("dataset: " + where(s.line) + ": " + e.what());
+  }
 }
 
 Batch PairDataset::load(const std::vector<size_t>& indices) const {
   std::vector<torch::Tensor> images, hints;
   Batch b;
-  for (size_t i : indices) {
-    const auto& s = samples_.at(i);
-    images.push_back(io::image_to_tensor(square(io::read_rgb_image((fs::path(dir_) / s.target).string()), resolution_)));
-    hints.push_back(io::image_to_tensor(square(io::read_rgb_image((fs::path(dir_) / s.source).string()), resolution_)));
-    b.prompts.push_back(s.prompt);
+  for (size_t wanted : indices) {
+    // A sample that fails is replaced by the next one in index order that loads.
+    for (size_t i = wanted, tried = 0;; i = (i + 1) % samples_.size(), ++tried) {
+      if (tried == samples_.size()) throw Error("dataset: no sample listed in " + index_path() + " loads");
+      {
+        std::lock_guard<std::mutex> lock(failed_mutex_);
+        if (failed_[i]) continue;
+      }
+      try {
+        auto [image, hint] = decode(samples_[i]);
+        images.push_back(image);
+        hints.push_back(hint);
+        b.prompts.push_back(samples_[i].prompt);
+        b.indices.push_back(i);
+        break;
+      } catch (const Error& e) {
+        if (!skip_bad_) throw Error(std::string(e.what()) + " (--skip-bad leaves such samples out)");
+        {
+          std::lock_guard<std::mutex> lock(failed_mutex_);
+          failed_[i] = true;
+        }
+        if (report_) report_(e.what());
+      }
+    }
   }
-  b.indices = indices;
   b.images = torch::cat(images) * 2 - 1;
   b.hints = torch::cat(hints);
   return b;
 }
 
-BatchStream::BatchStream(const PairDataset& data, int batch_size, uint64_t seed, int64_t start_step)
-    : data_(data), batch_size_(batch_size), seed_(seed), step_(start_step) {
-  batches_per_epoch_ = std::max<int64_t>(1, int64_t(data.size()) / batch_size);
+torch::Tensor PairDataset::failed_samples() const {
+  std::lock_guard<std::mutex> lock(failed_mutex_);
+  auto flags = torch::zeros({int64_t(failed_.size())}, torch::kInt);
+  for (size_t i = 0; i < failed_.size(); ++i) flags[int64_t(i)] = int(failed_[i]);
+  return flags;
+}
+
+BatchStream::BatchStream(const PairDataset& data, int batch_size, uint64_t seed, int64_t start_step, int rank,
+                         int ranks)
+    : data_(data), batch_size_(batch_size), rank_(rank), ranks_(ranks), seed_(seed), step_(start_step) {
+  if (int64_t(data.size()) < int64_t(batch_size) * ranks)
+    throw Error("dataset: " + std::to_string(data.size()) + " samples are fewer than one global batch (" +
+                std::to_string(batch_size) + " x " + std::to_string(ranks) + " ranks)");
+  batches_per_epoch_ = int64_t(data.size()) / (int64_t(batch_size) * ranks);
   pending_ = std::async(std::launch::async, [this, idx = indices_for(step_)] { return data_.load(idx); });
 }
 
@@ -73,7 +148,7 @@ std::vector<size_t> BatchStream::indices_for(int64_t step) {
     std::shuffle(order_.begin(), order_.end(), rng);
     epoch_ = epoch;
   }
-  const int64_t first = (step % batches_per_epoch_) * batch_size_;
+  const int64_t first = ((step % batches_per_epoch_) * ranks_ + rank_) * batch_size_;
   return std::vector<size_t>(order_.begin() + first, order_.begin() + first + batch_size_);
 }
 

@@ -25,15 +25,22 @@ struct DiffusionOutputs {
   models::ControlResiduals residuals;  // empty without a ControlNet
 };
 
+struct DiffusionOptions {
+  bool only_mid_control = false;  // keep only the mid-block residual (the original code's option)
+  bool checkpoint_controlnet = false;  // recompute the ControlNet's activations in backward
+};
+
 // Loss of the UNet alone (base training) or steered by `controlnet` (may be
-// empty). `only_mid_control` keeps only the mid-block residual (the original
-// code's only_mid_control option). Gradients flow to whatever requires them.
+// empty). The models run in their parameters' dtype (latents and context are
+// cast to it); the loss is computed in fp32. Gradients flow to whatever
+// requires them.
 DiffusionOutputs diffusion_loss(models::UNet2DConditionModel& unet, models::ControlNetModel* controlnet,
                                 const sampling::NoiseSchedule& schedule, const DiffusionInputs& in,
-                                bool only_mid_control = false);
+                                const DiffusionOptions& options = {});
 
-// Replaces each prompt by "" with probability `p` (the paper drops 50 %, so
-// the ControlNet learns to read semantics from the condition alone).
-std::vector<std::string> drop_prompts(std::vector<std::string> prompts, double p, torch::Generator& rng);
+// Replaces prompt i by "" when draws[i] < p (draws uniform in [0, 1), one per
+// prompt). The paper drops 50 %, so the ControlNet learns to read semantics
+// from the condition alone.
+std::vector<std::string> drop_prompts(std::vector<std::string> prompts, double p, const torch::Tensor& draws);
 
 }  // namespace cn::train

@@ -84,6 +84,8 @@ Base load_base(const TrainOptions& o) {
   b.unet = build<models::UNet2DConditionModel, models::UNetConfig>(b.source.unet, b.source.unet.weights.empty());
   b.vae = build<models::AutoencoderKL, models::VaeConfig>(b.source.vae, b.source.vae.weights.empty());
   b.text = build<text::ClipTextModel, text::ClipTextConfig>(b.source.text_encoder, b.source.text_encoder.weights.empty());
+  // The modules own copies now; the loaded tensors would double the memory.
+  for (auto* c : {&b.source.unet, &b.source.vae, &b.source.text_encoder}) c->weights.clear();
   b.tokenizer = std::make_unique<text::ClipTokenizer>(b.source.tokenizer_dir.empty()
                                                           ? text::ClipTokenizer::bundled()
                                                           : text::ClipTokenizer::from_folder(b.source.tokenizer_dir));
@@ -105,10 +107,10 @@ void write_text(const fs::path& path, const std::string& text) {
 }
 
 void save_component(const fs::path& dir, const std::string& stem, const nlohmann::json& config,
-                    const torch::nn::Module& module) {
+                    const io::TensorMap& weights) {
   fs::create_directories(dir);
   write_text(dir / "config.json", config.dump(2));
-  io::save_safetensors((dir / (stem + ".safetensors")).string(), nn::state_dict(module), {{"format", "pt"}});
+  io::save_safetensors((dir / (stem + ".safetensors")).string(), weights, {{"format", "pt"}});
 }
 
 // A line plot of the loss curve (moving average over `window` steps).
@@ -141,7 +143,15 @@ void plot_loss(const fs::path& path, const std::vector<double>& losses) {
 
 class Trainer {
  public:
-  explicit Trainer(const TrainOptions& o) : o_(o), base_(load_base(o)), data_(o.data, o.resolution) {
+  explicit Trainer(const TrainOptions& o)
+      : o_(o),
+        base_(load_base(o)),
+        // Every rank reads the same index: rank 0 alone reports its bad lines;
+        // images that fail later are reported by the rank that loads them.
+        data_(o.data, o.resolution, o.skip_bad, [this](const std::string& message) {
+          if (o_.warn && (writer() || data_ready_)) o_.warn(message);
+        }) {
+    data_ready_ = true;
     const bool controlnet = o.train.count("controlnet") > 0;
     if (controlnet && o.train.size() > 1) throw Error("train: --train controlnet cannot be combined with base parts");
     if (o.train.count("vae") && o.train.size() > 1)
@@ -181,38 +191,69 @@ class Trainer {
           if (p.requires_grad()) params.push_back(p);
     }
     if (params.empty()) throw Error("train: nothing to train");
+    working_ = params;
+    if (o.precision == "bf16") {
+      // Everything computes in bf16; the optimizer keeps fp32 masters of the
+      // trained weights (bf16's 8-bit mantissa would round away updates
+      // smaller than 1/256 of a weight, lr 1e-5 ones among them).
+      for (auto* m : std::vector<torch::nn::Module*>{base_.unet.get(), base_.vae.get(), base_.text.get()}) m->to(torch::kBFloat16);
+      if (!net_.is_empty()) net_->to(torch::kBFloat16);
+      for (auto& p : params) masters_.push_back(p.detach().to(torch::kFloat).requires_grad_(true));
+    } else if (o.precision == "fp32") {
+      masters_ = params;
+    } else {
+      throw Error("train: unknown --precision '" + o.precision + "' (valid: fp32, bf16)");
+    }
     optimizer_ = std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay));
+        masters_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay));
     generator_ = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-    total_ = o.steps > 0 ? o.steps : o.epochs * std::max<int64_t>(1, int64_t(data_.size()) / o.batch_size);
-    fs::create_directories(o.output);
+    total_ = o.steps > 0 ? o.steps : o.epochs * std::max<int64_t>(1, int64_t(data_.size()) / (o.batch_size * world()));
+    if (writer()) fs::create_directories(o.output);
     if (!o.resume.empty()) restore(o.resume);
+    if (o.group) {
+      // Identical seeds make identical weights already; rank 0's copy is the
+      // one every rank starts from all the same.
+      o.group->broadcast(masters_);
+      copy_masters_to_working();
+    }
   }
 
   void run(const std::function<void(const TrainProgress&)>& progress) {
-    BatchStream stream(data_, o_.batch_size, o_.seed, step_ * o_.grad_accum);
-    std::ofstream csv(fs::path(o_.output) / "loss.csv", step_ > 0 ? std::ios::app : std::ios::trunc);
-    if (step_ == 0) csv << "step,loss,seconds\n";
+    BatchStream stream(data_, o_.batch_size, o_.seed, step_ * o_.grad_accum, rank(), world());
+    std::ofstream csv;
+    if (writer()) {
+      csv.open(fs::path(o_.output) / "loss.csv", step_ > 0 ? std::ios::app : std::ios::trunc);
+      if (step_ == 0) csv << "step,loss,seconds\n";
+    }
     const auto started = Clock::now();
     const int64_t first = step_;
     while (step_ < total_) {
-      double step_loss = 0;
+      auto step_loss_sum = torch::zeros({}, torch::kDouble);
       for (int micro = 0; micro < o_.grad_accum; ++micro) {
         auto loss = compute_loss(stream.next()) / double(o_.grad_accum);
         loss.backward();
-        step_loss += loss.item<double>();
+        step_loss_sum += loss.detach().to(torch::kDouble);
+        if (masters_[0].unsafeGetTensorImpl() != working_[0].unsafeGetTensorImpl()) accumulate_into_masters();
       }
-      if (o_.max_grad_norm > 0) {
-        std::vector<torch::Tensor> params;
-        for (auto& group : optimizer_->param_groups())
-          for (auto& p : group.params()) params.push_back(p);
-        torch::nn::utils::clip_grad_norm_(params, o_.max_grad_norm);
+      if (o_.group) {
+        // The mean over ranks of the per-rank mean gradients is the gradient
+        // of the global batch's mean loss (equal shards); it is taken before
+        // clipping so every rank clips and steps identically.
+        std::vector<torch::Tensor> reduced;
+        for (auto& m : masters_)
+          if (m.grad().defined()) reduced.push_back(m.mutable_grad());
+        o_.group->average(reduced);
+        o_.group->average({step_loss_sum});
       }
+      const double step_loss = step_loss_sum.item<double>();
+      if (o_.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(masters_, o_.max_grad_norm);
       optimizer_->step();
       optimizer_->zero_grad();
+      copy_masters_to_working();
       ++step_;
       losses_.push_back(step_loss);
       const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
+      if (!writer()) continue;
       csv << step_ << "," << step_loss << "," << elapsed << "\n";
       if (progress && (step_ % o_.log_every == 0 || step_ == total_)) {
         const size_t n = std::min<size_t>(losses_.size(), 50);
@@ -223,12 +264,66 @@ class Trainer {
       if (o_.save_every > 0 && step_ % o_.save_every == 0 && step_ < total_) save();
       if (o_.sample_every > 0 && step_ % o_.sample_every == 0) sample();
     }
+    if (!writer()) return;
     csv.close();
     save();
     if (o_.sample_every > 0 || !o_.validation_prompt.empty()) sample();
   }
 
+  TrainSummary summary() {
+    auto failed = data_.failed_samples();
+    if (o_.group) o_.group->max(failed);  // a sample may have failed on any rank
+    return {data_.skipped_lines() + failed.sum().item<int64_t>()};
+  }
+
  private:
+  int rank() const { return o_.group ? o_.group->rank() : 0; }
+  int world() const { return o_.group ? o_.group->size() : 1; }
+  bool writer() const { return rank() == 0; }
+
+  // Random draws are made for the whole global batch (batch size x ranks),
+  // and each rank keeps its rows: sample i gets the same noise, timestep and
+  // prompt dropout whatever the number of ranks, and every rank's generator
+  // stays in the same state (so resuming works the same way).
+  torch::Tensor own_rows(const torch::Tensor& global) const {
+    return global.narrow(0, int64_t(rank()) * o_.batch_size, o_.batch_size);
+  }
+  std::vector<int64_t> global_shape(torch::IntArrayRef shard) const {
+    auto shape = shard.vec();
+    shape[0] *= world();
+    return shape;
+  }
+
+  // bf16: each micro-batch's gradients go into the fp32 masters (summing
+  // micro-batches in bf16 would lose the small ones).
+  void accumulate_into_masters() {
+    for (size_t i = 0; i < working_.size(); ++i) {
+      auto& g = working_[i].mutable_grad();
+      if (!g.defined()) continue;
+      auto& master = masters_[i].mutable_grad();
+      master = master.defined() ? master.add_(g.to(torch::kFloat)) : g.to(torch::kFloat);
+      g.reset();
+    }
+  }
+
+  void copy_masters_to_working() {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < working_.size(); ++i)
+      if (masters_[i].unsafeGetTensorImpl() != working_[i].unsafeGetTensorImpl()) working_[i].copy_(masters_[i]);
+  }
+
+  // A module's weights to save: the fp32 masters in place of bf16 working copies.
+  io::TensorMap trained_state(const torch::nn::Module& module) const {
+    auto state = nn::state_dict(module);
+    std::unordered_map<const void*, torch::Tensor> master_of;
+    for (size_t i = 0; i < working_.size(); ++i) master_of[working_[i].unsafeGetTensorImpl()] = masters_[i];
+    for (const auto& item : module.named_parameters()) {
+      auto it = master_of.find(item.value().unsafeGetTensorImpl());
+      if (it != master_of.end()) state[item.key()] = it->second.detach();
+    }
+    return state;
+  }
+
   torch::Tensor encode_text(const std::vector<std::string>& prompts) {
     auto ids = base_.tokenizer->sd_input_ids(prompts, base_.source.text_pad_id);
     return base_.text->encode(ids, 0);
@@ -237,29 +332,33 @@ class Trainer {
   torch::Tensor compute_loss(const Batch& batch) {
     if (o_.train.count("vae")) {
       // Reconstruction + KL, the LDM autoencoder objective without its GAN term.
-      auto posterior = base_.vae->encode(batch.images);
-      auto z = posterior.mean + posterior.std() * torch::randn(posterior.mean.sizes(), generator_);
+      auto posterior = base_.vae->encode(batch.images.to(dtype()));
+      auto z = posterior.mean + posterior.std() * own_rows(torch::randn(global_shape(posterior.mean.sizes()), generator_)).to(dtype());
       auto reconstruction = base_.vae->decode(z);
       // Latent statistics for the scaling factor (LDM: 1 / std of the latents).
       latent_sum_ += posterior.mean.detach().sum().item<double>();
       latent_sq_sum_ += posterior.mean.detach().pow(2).sum().item<double>();
       latent_count_ += double(posterior.mean.numel());
       auto kl = 0.5 * (posterior.mean.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar).sum({1, 2, 3}).mean();
-      return torch::mse_loss(reconstruction, batch.images) + o_.kl_weight * kl;
+      return torch::mse_loss(reconstruction.to(torch::kFloat), batch.images) + o_.kl_weight * kl.to(torch::kFloat);
     }
     DiffusionInputs in;
     in.latents = latents(batch);
-    const auto prompts = drop_prompts(batch.prompts, o_.prompt_dropout, generator_);
+    const auto prompts =
+        drop_prompts(batch.prompts, o_.prompt_dropout, own_rows(torch::rand({int64_t(batch.prompts.size()) * world()}, generator_)));
     if (o_.train.count("text")) {
       in.context = encode_text(prompts);
     } else {
       torch::NoGradGuard no_grad;
       in.context = encode_text(prompts);
     }
-    in.noise = torch::randn(in.latents.sizes(), generator_);
-    in.timesteps = torch::randint(0, base_.schedule.train_steps, {in.latents.size(0)}, generator_);
+    in.noise = own_rows(torch::randn(global_shape(in.latents.sizes()), generator_));
+    in.timesteps = own_rows(torch::randint(0, base_.schedule.train_steps, {in.latents.size(0) * world()}, generator_));
     in.hint = batch.hints;
-    return diffusion_loss(base_.unet, net_.is_empty() ? nullptr : &net_, base_.schedule, in, o_.only_mid_control).loss;
+    DiffusionOptions options;
+    options.only_mid_control = o_.only_mid_control;
+    options.checkpoint_controlnet = o_.gradient_checkpointing;
+    return diffusion_loss(base_.unet, net_.is_empty() ? nullptr : &net_, base_.schedule, in, options).loss;
   }
 
   // Scaled VAE latents of the batch's images. The frozen encoder's posterior
@@ -269,14 +368,16 @@ class Trainer {
   torch::Tensor latents(const Batch& batch) {
     torch::NoGradGuard no_grad;
     if (o_.latent_sample) {
-      auto posterior = base_.vae->encode(batch.images);
-      return posterior.sample(generator_) * base_.vae->scaling_factor();
+      auto posterior = base_.vae->encode(batch.images.to(dtype()));
+      auto noise = own_rows(torch::randn(global_shape(posterior.mean.sizes()), generator_));
+      return (posterior.mean.to(torch::kFloat) + posterior.std().to(torch::kFloat) * noise) * base_.vae->scaling_factor();
     }
     std::vector<int64_t> missing;
     for (size_t i = 0; i < batch.indices.size(); ++i)
       if (!latent_cache_.count(batch.indices[i])) missing.push_back(int64_t(i));
     if (!missing.empty()) {
-      auto fresh = base_.vae->encode(batch.images.index_select(0, torch::tensor(missing))).mean * base_.vae->scaling_factor();
+      auto fresh = base_.vae->encode(batch.images.index_select(0, torch::tensor(missing)).to(dtype())).mean.to(torch::kFloat) *
+                   base_.vae->scaling_factor();
       for (size_t k = 0; k < missing.size(); ++k) latent_cache_[batch.indices[size_t(missing[k])]] = fresh[int64_t(k)];
     }
     std::vector<torch::Tensor> rows;
@@ -288,22 +389,23 @@ class Trainer {
     const fs::path out(o_.output);
     if (!net_.is_empty()) {
       const auto config = net_->controlnet_config().to_json();
-      save_component(out / "controlnet", "diffusion_pytorch_model", config, *net_);
-      auto ldm = io::controlnet_name_map(config).to_ldm(nn::state_dict(*net_), "controlnet");
+      const auto weights = trained_state(*net_);
+      save_component(out / "controlnet", "diffusion_pytorch_model", config, weights);
+      auto ldm = io::controlnet_name_map(config).to_ldm(weights, "controlnet");
       io::TensorMap prefixed;
       for (auto& [name, t] : ldm) prefixed.emplace("control_model." + name, t);
       io::save_safetensors((out / "control_model.safetensors").string(), prefixed, {{"format", "pt"}});
-      if (o_.unlock_sd) save_component(out / "unet", "diffusion_pytorch_model", base_.unet->config().to_json(), *base_.unet);
+      if (o_.unlock_sd) save_component(out / "unet", "diffusion_pytorch_model", base_.unet->config().to_json(), trained_state(*base_.unet));
     } else {
       // A complete diffusers model folder: every part, tokenizer and scheduler.
-      save_component(out / "unet", "diffusion_pytorch_model", base_.unet->config().to_json(), *base_.unet);
+      save_component(out / "unet", "diffusion_pytorch_model", base_.unet->config().to_json(), trained_state(*base_.unet));
       auto vae_config = base_.vae->config().to_json();
       if (o_.train.count("vae") && latent_count_ > 0) {
         const double mean = latent_sum_ / latent_count_;
         vae_config["scaling_factor"] = 1.0 / std::sqrt(latent_sq_sum_ / latent_count_ - mean * mean);
       }
-      save_component(out / "vae", "diffusion_pytorch_model", vae_config, *base_.vae);
-      save_component(out / "text_encoder", "model", base_.text->config().to_json(), *base_.text);
+      save_component(out / "vae", "diffusion_pytorch_model", vae_config, trained_state(*base_.vae));
+      save_component(out / "text_encoder", "model", base_.text->config().to_json(), trained_state(*base_.text));
       fs::create_directories(out / "scheduler");
       write_text(out / "scheduler" / "scheduler_config.json", base_.source.scheduler_config.dump(2));
       if (!base_.source.tokenizer_dir.empty() && fs::path(base_.source.tokenizer_dir) != out / "tokenizer") {
@@ -342,6 +444,7 @@ class Trainer {
           throw Error("resume: " + ckpt.string() + " does not match this training setup (parameter " + std::to_string(i) + ")");
         group.params()[i].copy_(it->second);
       }
+    copy_masters_to_working();
     generator_.set_state(saved.at("rng_state").clone());
     torch::load(*optimizer_, (ckpt / "optimizer.pt").string());
     // The earlier losses, so the curve and averages continue.
@@ -371,15 +474,20 @@ class Trainer {
     auto x = torch::randn({1, base_.unet->config().in_channels, r / f, r / f}, gen) * plan.init_noise_sigma;
     auto model = [&](const torch::Tensor& in, const torch::Tensor& t, int64_t i) { return denoiser(in, t, i); };
     x = sampling::sample(model, x, plan, base_.schedule, sampling::generator_noise(gen, torch::kCPU));
-    auto image = (base_.vae->decode(x / base_.vae->scaling_factor()) / 2 + 0.5).clamp(0, 1);
+    auto image = (base_.vae->decode((x / base_.vae->scaling_factor()).to(dtype())).to(torch::kFloat) / 2 + 0.5).clamp(0, 1);
     auto row = hint_image.defined() ? torch::cat({hint_image, image}, 3) : image;
     io::write_png((fs::path(o_.output) / ("sample-" + std::to_string(step_) + ".png")).string(), io::tensor_to_image(row[0]));
   }
 
+  torch::ScalarType dtype() const { return o_.precision == "bf16" ? torch::kBFloat16 : torch::kFloat; }
+
   TrainOptions o_;
   Base base_;
+  bool data_ready_ = false;
   PairDataset data_;
   models::ControlNetModel net_{nullptr};
+  std::vector<torch::Tensor> working_;  // the trained parameters the models compute with
+  std::vector<torch::Tensor> masters_;  // what the optimizer updates: working_ itself in fp32, fp32 copies in bf16
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   torch::Generator generator_;
   int64_t step_ = 0, total_ = 0;
@@ -390,8 +498,10 @@ class Trainer {
 
 }  // namespace
 
-void run_training(const TrainOptions& options, const std::function<void(const TrainProgress&)>& progress) {
-  Trainer(options).run(progress);
+TrainSummary run_training(const TrainOptions& options, const std::function<void(const TrainProgress&)>& progress) {
+  Trainer trainer(options);
+  trainer.run(progress);
+  return trainer.summary();
 }
 
 }  // namespace cn::train

@@ -3,8 +3,12 @@
 // dataset, and training of a base model's UNet, text encoder or VAE (used to
 // build the embedded default model). Resumable; writes checkpoints atomically.
 #include <functional>
+#include <memory>
 #include <set>
 #include <string>
+#include <vector>
+
+#include "train/distributed.h"
 
 namespace cn::train {
 
@@ -34,6 +38,16 @@ struct TrainOptions {
   std::string validation_prompt, validation_image;
   std::string resume;           // output folder of an earlier run
   int64_t log_every = 10;
+  // "fp32", or "bf16": frozen parts stored and every forward/backward run in
+  // bfloat16, while the optimizer updates fp32 master copies of the trained
+  // weights and the loss is computed in fp32.
+  std::string precision = "fp32";
+  bool gradient_checkpointing = false;  // recompute the ControlNet's activations in backward
+  bool skip_bad = false;                // leave out bad samples instead of stopping
+  std::function<void(const std::string&)> warn;  // gets each skipped sample's message
+  // Data parallelism: `batch_size` samples per rank and step, gradients
+  // averaged over ranks; only rank 0 writes. Null: this process alone.
+  std::shared_ptr<ProcessGroup> group;
 };
 
 struct TrainProgress {
@@ -41,6 +55,11 @@ struct TrainProgress {
   double loss, loss_average, steps_per_second, eta_seconds;
 };
 
-void run_training(const TrainOptions& options, const std::function<void(const TrainProgress&)>& progress);
+struct TrainSummary {
+  int64_t skipped_samples = 0;  // bad samples left out (--skip-bad), over all ranks
+};
+
+// Progress and warnings are reported on rank 0 only.
+TrainSummary run_training(const TrainOptions& options, const std::function<void(const TrainProgress&)>& progress);
 
 }  // namespace cn::train

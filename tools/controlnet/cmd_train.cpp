@@ -1,36 +1,88 @@
 // `controlnet train` and `controlnet dataset fill`.
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "commands.h"
 #include "controlnet/error.h"
+#include "controlnet/runtime.h"
 #include "train/dataset.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace cn::cli {
 
+namespace {
+
+int env_int(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? std::atoi(value) : fallback;
+}
+
+}  // namespace
+
 void add_train_command(CLI::App& app) {
   static train::TrainOptions o;
   static std::string parts = "controlnet";
+  static int nproc = 1;
   auto* cmd = add_command(app, "train", "Train a ControlNet (the paper's recipe) or parts of a base model", [] {
     o.train.clear();
     std::stringstream list(parts);
     for (std::string part; std::getline(list, part, ',');)
       if (!part.empty()) o.train.insert(part);
+    // Ranks: torchrun-style variables (set by a launcher, or by rank 0 of
+    // --nproc for its workers), else --nproc processes on this machine.
+    std::unique_ptr<train::LocalWorkers> workers;
+    if (std::getenv("WORLD_SIZE")) {
+      o.group = train::ProcessGroup::from_environment();
+    } else if (nproc > 1) {
+      o.group = train::ProcessGroup::host_local(
+          nproc, [&workers](uint16_t port) { workers = std::make_unique<train::LocalWorkers>(nproc, port); });
+    }
+    // Processes on one machine share its cores.
+    const int local_ranks = env_int("LOCAL_WORLD_SIZE", o.group && !std::getenv("WORLD_SIZE") ? nproc : 1);
+    if (local_ranks > 1) torch::set_num_threads(std::max(1, physical_cores() / local_ranks));
+    const bool rank0 = !o.group || o.group->rank() == 0;
+    o.warn = [](const std::string& message) { std::cerr << "warning: skipped " << message << "\n"; };
     const bool tty = isatty(fileno(stderr));
-    train::run_training(o, [tty](const train::TrainProgress& p) {
-      char line[200];
-      std::snprintf(line, sizeof line, "%sstep %lld/%lld  loss %.5f (avg %.5f)  %.2f steps/s  ETA %.0f s%s",
-                    tty ? "\r" : "", (long long)p.step, (long long)p.total, p.loss, p.loss_average, p.steps_per_second,
-                    p.eta_seconds, tty ? "   " : "\n");
-      std::cerr << line << (tty && p.step == p.total ? "\n" : "") << std::flush;
-    });
+    train::TrainSummary summary;
+    try {
+      summary = train::run_training(o, [tty](const train::TrainProgress& p) {
+        char line[200];
+        std::snprintf(line, sizeof line, "%sstep %lld/%lld  loss %.5f (avg %.5f)  %.2f steps/s  ETA %.0f s%s",
+                      tty ? "\r" : "", (long long)p.step, (long long)p.total, p.loss, p.loss_average,
+                      p.steps_per_second, p.eta_seconds, tty ? "   " : "\n");
+        std::cerr << line << (tty && p.step == p.total ? "\n" : "") << std::flush;
+      });
+    } catch (const std::exception&) {
+      // Rank 0's error is often only the echo of a worker's (a closed
+      // connection): report the worker's own message when there is one.
+      if (workers) {
+        const auto failure = workers->failure(std::chrono::seconds(5));
+        if (!failure.empty()) throw Error(failure);
+      }
+      throw;
+    }
+    if (workers) workers->join();
+    if (!rank0) return 0;
+    if (summary.skipped_samples > 0) std::cerr << "skipped " << summary.skipped_samples << " bad samples\n";
     std::cout << "wrote " << o.output << "\n";
     return 0;
   });
+  cmd->add_option("--nproc", nproc, "Data-parallel processes on this machine (several machines: set RANK, WORLD_SIZE, "
+                                    "MASTER_ADDR, MASTER_PORT as torchrun does)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--precision", o.precision, "fp32, or bf16 (frozen parts and compute in bf16, fp32 master weights)")
+      ->capture_default_str();
+  cmd->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
+                "Recompute the ControlNet's activations in backward (less memory, ~1/3 more compute)");
+  cmd->add_flag("--skip-bad", o.skip_bad, "Leave out bad samples (reported, counted) instead of stopping");
   cmd->add_option("--model", o.model, "Base SD model (diffusers folder or LDM file)")->required();
   cmd->add_option("--data", o.data, "Dataset folder with prompt.json (Fill50K layout)")->required();
   cmd->add_option("--output", o.output, "Output folder")->required();
