@@ -7,6 +7,7 @@
 #include "controlnet/error.h"
 #include "nn/weights.h"
 #include "preprocess/preprocess.h"
+#include "preprocess/same_padding.h"
 
 namespace cn::preprocess {
 
@@ -14,20 +15,6 @@ namespace F = torch::nn::functional;
 using torch::nn::Module;
 
 namespace midas_detail {
-
-// TF "SAME" padding of one dimension (timm's get_same_padding): the total is
-// split with the extra element after.
-std::pair<int64_t, int64_t> same_padding(int64_t size, int64_t kernel, int64_t stride) {
-  const int64_t total = std::max((size + stride - 1) / stride * stride - stride + kernel - size, int64_t(0));
-  return {total / 2, total - total / 2};
-}
-
-torch::Tensor pad_same(const torch::Tensor& x, int64_t kernel, int64_t stride, double value) {
-  const auto [top, bottom] = same_padding(x.size(2), kernel, stride);
-  const auto [left, right] = same_padding(x.size(3), kernel, stride);
-  if (top + bottom + left + right == 0) return x;
-  return F::pad(x, F::PadFuncOptions({left, right, top, bottom}).value(value));
-}
 
 // timm StdConv2dSame (eps 1e-8 in the hybrid ViT): each filter standardised
 // (biased variance) on every call; no bias. Stride-1 convs pad statically and

@@ -7,6 +7,7 @@
 #include "controlnet/error.h"
 #include "io/pickle.h"
 #include "preprocess/midas.h"
+#include "preprocess/normalbae.h"
 
 namespace cn::preprocess {
 
@@ -85,6 +86,11 @@ const std::vector<Detector>& detectors() {
        [](const cv::Mat& rgb, const DetectParams& p) {
          auto model = dpt_hybrid_from_file(annotator_file(kMidasCheckpoint, p.annotator_dir));
          return midas_normal_map_v10(midas_raw_depth(model, rgb), 2 * M_PI, p.a);
+       }},
+      {"normal_bae", "Normal-BAE surface normals (ControlNet 1.1 normalbae)", "", "", 0, 0, "scannet.pt",
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         auto model = normal_bae_from_file(annotator_file("scannet.pt", p.annotator_dir));
+         return normal_bae_detect(model, rgb);
        }},
   };
   return all;
