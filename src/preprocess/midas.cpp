@@ -320,15 +320,14 @@ torch::Tensor DptHybridImpl::forward(const torch::Tensor& x) {
 }
 
 DptHybrid load_dpt_hybrid(const io::TensorMap& checkpoint, const std::string& what) {
-  // BaseModel.load: a checkpoint holding an optimizer keeps the model under "model".
-  const bool with_optimizer = std::any_of(checkpoint.begin(), checkpoint.end(),
-                                          [](const auto& entry) { return entry.first.rfind("optimizer.", 0) == 0; });
-  io::TensorMap state;
-  if (with_optimizer) {
-    for (const auto& [key, tensor] : checkpoint)
-      if (key.rfind("model.", 0) == 0) state[key.substr(6)] = tensor;
+  // BaseModel.load takes {'model': sd, 'optimizer': ...} too. Flattened, the
+  // model's names begin with "model." (DPT's own begin with "pretrained." or
+  // "scratch."); the optimizer's state, if any tensor of it is named, is not ours.
+  io::TensorMap weights;
+  for (const auto& [key, tensor] : checkpoint) {
+    if (key.rfind("optimizer.", 0) == 0) continue;
+    weights[key.rfind("model.", 0) == 0 ? key.substr(6) : key] = tensor;
   }
-  const auto& weights = with_optimizer ? state : checkpoint;
   DptHybrid model;
   // The ImageNet classifier of timm's ViT is in the official file but unused by DPT.
   nn::load_weights(*model, weights, what, {"pretrained.model.head.weight", "pretrained.model.head.bias"});

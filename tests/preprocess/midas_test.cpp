@@ -125,17 +125,10 @@ TEST_F(Midas, NetworkAndMapsMatchTheAnnotator) {
   EXPECT_GE(cases, 1);
 }
 
-TEST_F(Midas, LoadsTheOptimizerContainerAndRefusesIncompleteFiles) {
+TEST_F(Midas, RefusesIncompleteCheckpoints) {
   CN_REQUIRE_GOLDEN();
-  io::TensorMap with_optimizer{{"optimizer.state.0.exp_avg", torch::zeros({2})}};
-  for (const auto& [key, tensor] : *checkpoint_) with_optimizer["model." + key] = tensor;
-  auto model = preprocess::load_dpt_hybrid(with_optimizer, "container");
-  const auto input = torch::zeros({1, 3, 64, 64});
-  torch::NoGradGuard no_grad;
-  EXPECT_EQ(model->forward(input).sizes(), (std::vector<int64_t>{1, 64, 64}));
-
   auto incomplete = *checkpoint_;
-  incomplete.erase("scratch.output_conv.4.bias");
+  ASSERT_EQ(incomplete.erase("scratch.output_conv.4.bias"), 1u);
   try {
     preprocess::load_dpt_hybrid(incomplete, "incomplete");
     ADD_FAILURE() << "loaded a checkpoint without scratch.output_conv.4.bias";
@@ -145,8 +138,10 @@ TEST_F(Midas, LoadsTheOptimizerContainerAndRefusesIncompleteFiles) {
 }
 
 // The registered detectors find the checkpoint by its official name (here a
-// safetensors copy of the recipe's, in a temporary annotator folder) and give
-// the annotators' maps for the detect chain at the fixture's resolution.
+// safetensors copy of the recipe's in a temporary annotator folder, in the
+// {'model': sd, 'optimizer': ...} layout MiDaS' loader also takes, as flattened
+// names: "model." + key; an optimizer tensor is ignored) and give the
+// annotators' maps for the detect chain at the fixture's resolution.
 TEST_F(Midas, DetectorsRunTheCheckpointFromTheAnnotatorFolder) {
   CN_REQUIRE_GOLDEN();
   const auto& depth = preprocess::find_detector("depth_midas");
@@ -157,7 +152,9 @@ TEST_F(Midas, DetectorsRunTheCheckpointFromTheAnnotatorFolder) {
 
   const auto annotator_dir = fs::temp_directory_path() / ("cn-midas-test-" + std::to_string(::getpid()));
   fs::create_directories(annotator_dir);
-  io::save_safetensors((annotator_dir / "dpt_hybrid-midas-501f0c75.safetensors").string(), *checkpoint_);
+  io::TensorMap container{{"optimizer.state.exp_avg", torch::zeros({2})}};
+  for (const auto& [key, tensor] : *checkpoint_) container["model." + key] = tensor;
+  io::save_safetensors((annotator_dir / "dpt_hybrid-midas-501f0c75.safetensors").string(), container);
 
   const auto dir = cn::testing::preprocess_case_dir("midas");
   const auto input = read_png(dir / "shapes_input.png");
