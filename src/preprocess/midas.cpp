@@ -347,8 +347,9 @@ DptHybrid dpt_hybrid_from_file(const std::filesystem::path& path) {
 }
 
 torch::Tensor midas_input(const cv::Mat& rgb) {
-  CV_Assert(rgb.type() == CV_8UC3 && rgb.isContinuous());
-  auto image = torch::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8).to(torch::kFloat32);
+  if (rgb.type() != CV_8UC3) throw Error("expected an RGB uint8 image");
+  const cv::Mat pixels = rgb.isContinuous() ? rgb : rgb.clone();
+  auto image = torch::from_blob(pixels.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8).to(torch::kFloat32);
   return (image / 127.5 - 1.0).permute({2, 0, 1}).unsqueeze(0).contiguous();
 }
 

@@ -250,8 +250,9 @@ NormalBae normal_bae_from_file(const std::filesystem::path& path) {
 }
 
 torch::Tensor normal_bae_input(const cv::Mat& rgb) {
-  CV_Assert(rgb.type() == CV_8UC3 && rgb.isContinuous());
-  auto image = torch::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8).to(torch::kFloat32) / 255.0;
+  if (rgb.type() != CV_8UC3) throw Error("expected an RGB uint8 image");
+  const cv::Mat pixels = rgb.isContinuous() ? rgb : rgb.clone();
+  auto image = torch::from_blob(pixels.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8).to(torch::kFloat32) / 255.0;
   image = image.permute({2, 0, 1}).unsqueeze(0);
   // torchvision's Normalize: subtract then divide, float32 mean and std.
   const auto mean = torch::tensor({0.485f, 0.456f, 0.406f}).view({1, 3, 1, 1});

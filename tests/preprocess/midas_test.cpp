@@ -168,3 +168,15 @@ TEST_F(Midas, DetectorsRunTheCheckpointFromTheAnnotatorFolder) {
   expect_u8_within_tolerance(depth_map, preprocess::hwc3(read_png(dir / "shapes_depth.png")), "detect depth_midas");
   expect_u8_within_tolerance(normal_map, read_png(dir / "shapes_normal_v10_bg0.4.png"), "detect normal_midas");
 }
+
+TEST(MidasInput, IsRgbOver127p5MinusOneAlsoForCroppedViews) {
+  cv::Mat image(4, 6, CV_8UC3);
+  for (int i = 0; i < int(image.total() * 3); ++i) image.data[i] = uint8_t(i * 7);
+  const cv::Mat view = image(cv::Rect(1, 1, 4, 2));  // not continuous
+  ASSERT_FALSE(view.isContinuous());
+  const auto input = preprocess::midas_input(view);
+  ASSERT_EQ(input.sizes(), (std::vector<int64_t>{1, 3, 2, 4}));
+  EXPECT_TRUE(torch::equal(input, preprocess::midas_input(view.clone())));
+  const auto pixel = view.at<cv::Vec3b>(1, 2);
+  for (int c = 0; c < 3; ++c) EXPECT_EQ(input[0][c][1][2].item<float>(), float(pixel[c]) / 127.5f - 1.0f) << c;
+}
