@@ -6,8 +6,11 @@
 
 #include "controlnet/error.h"
 #include "io/pickle.h"
+#include "preprocess/edges.h"
+#include "preprocess/hed.h"
 #include "preprocess/midas.h"
 #include "preprocess/normalbae.h"
+#include "preprocess/pidinet.h"
 
 namespace cn::preprocess {
 
@@ -49,6 +52,22 @@ cv::Mat resize_image(const cv::Mat& image, int resolution) {
 
 namespace {
 const char* const kMidasCheckpoint = "dpt_hybrid-midas-501f0c75.pt";
+const char* const kHedCheckpoint = "ControlNetHED.pth";
+const char* const kPidinetCheckpoint = "table5_pidinet.pth";
+
+cv::Mat hed_of(const cv::Mat& rgb, const DetectParams& p, bool safe) {
+  auto model = hed_from_file(annotator_file(kHedCheckpoint, p.annotator_dir));
+  return hed_detect(model, rgb, safe);
+}
+
+cv::Mat pidinet_of(const cv::Mat& rgb, const DetectParams& p, bool safe) {
+  auto model = pidinet_from_file(annotator_file(kPidinetCheckpoint, p.annotator_dir));
+  return pidinet_detect(model, rgb, safe);
+}
+
+// sd-webui-controlnet's scribble_hed / scribble_pidinet: the demo's fake
+// scribble of the soft edges, at the detect resolution.
+cv::Mat scribble_of(const cv::Mat& soft_edge) { return fake_scribble(soft_edge, soft_edge.size()).map; }
 }  // namespace
 
 const std::vector<Detector>& detectors() {
@@ -92,6 +111,18 @@ const std::vector<Detector>& detectors() {
          auto model = normal_bae_from_file(annotator_file("scannet.pt", p.annotator_dir));
          return normal_bae_detect(model, rgb);
        }},
+      {"softedge_hed", "HED soft edges (ControlNet 1.1 softedge)", "", "", 0, 0, kHedCheckpoint,
+       [](const cv::Mat& rgb, const DetectParams& p) { return hed_of(rgb, p, false); }},
+      {"softedge_hedsafe", "HED soft edges quantised to a few levels (safe_step)", "", "", 0, 0, kHedCheckpoint,
+       [](const cv::Mat& rgb, const DetectParams& p) { return hed_of(rgb, p, true); }},
+      {"softedge_pidinet", "PiDiNet soft edges (ControlNet 1.1 softedge)", "", "", 0, 0, kPidinetCheckpoint,
+       [](const cv::Mat& rgb, const DetectParams& p) { return pidinet_of(rgb, p, false); }},
+      {"softedge_pidisafe", "PiDiNet soft edges quantised to a few levels (safe_step)", "", "", 0, 0, kPidinetCheckpoint,
+       [](const cv::Mat& rgb, const DetectParams& p) { return pidinet_of(rgb, p, true); }},
+      {"scribble_hed", "fake scribble from HED soft edges (nms, blur, threshold)", "", "", 0, 0, kHedCheckpoint,
+       [](const cv::Mat& rgb, const DetectParams& p) { return scribble_of(hed_of(rgb, p, false)); }},
+      {"scribble_pidinet", "fake scribble from PiDiNet soft edges (nms, blur, threshold)", "", "", 0, 0, kPidinetCheckpoint,
+       [](const cv::Mat& rgb, const DetectParams& p) { return scribble_of(pidinet_of(rgb, p, false)); }},
   };
   return all;
 }
