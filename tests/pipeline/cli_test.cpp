@@ -11,6 +11,8 @@
 #include "controlnet/pipeline.h"
 #include "io/image.h"
 #include "support/golden.h"
+#include "support/preprocess_fixtures.h"
+#include "support/recipe.h"
 
 namespace fs = std::filesystem;
 
@@ -100,4 +102,36 @@ TEST(Cli, ErrorsAreClearAndWriteNothing) {
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << ": " << r.output;
     EXPECT_FALSE(fs::exists(out)) << c.args << " wrote an output";
   }
+}
+
+// `controlnet detect` with a neural annotator: the checkpoint is found in
+// --annotator-dir by its official name (here the PiDiNet recipe written as
+// table5_pidinet.safetensors); without it the error names the download.
+TEST(Cli, DetectRunsAnAnnotatorCheckpointOrNamesTheDownload) {
+  CN_REQUIRE_GOLDEN();
+  const auto case_dir = cn::testing::preprocess_case_dir("pidinet");
+  const auto annotators = fs::temp_directory_path() / "cn_cli_annotators";
+  const auto out = fs::temp_directory_path() / "cn_cli_softedge.png";
+  fs::remove_all(annotators);
+  fs::remove(out);
+  fs::create_directories(annotators);
+  cn::io::save_safetensors((annotators / "table5_pidinet.safetensors").string(),
+                           cn::testing::recipe_weights(cn::testing::recipe_path("pidinet")));
+  const std::string args = "detect --type softedge_pidinet " + (case_dir / "shapes_input.png").string() + " " +
+                           out.string() + " --resolution 256 --annotator-dir ";
+  auto r = cli(args + annotators.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  cv::Mat map;
+  cv::extractChannel(cn::testing::read_png(out), map, 0);  // the gray map written as RGB
+  cn::testing::expect_u8_map_close(map, cn::testing::read_png(case_dir / "shapes_out.png"), "cli softedge_pidinet");
+
+  fs::remove(out);
+  fs::remove(annotators / "table5_pidinet.safetensors");
+  r = cli(args + annotators.string());
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("https://huggingface.co/lllyasviel/Annotators/resolve/main/table5_pidinet.pth"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  fs::remove_all(annotators);
 }
