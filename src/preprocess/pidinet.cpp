@@ -218,8 +218,9 @@ PiDiNet pidinet_from_file(const std::filesystem::path& path) {
 }
 
 torch::Tensor pidinet_input(const cv::Mat& rgb) {
-  CV_Assert(rgb.type() == CV_8UC3 && rgb.isContinuous());
-  const auto image = torch::from_blob(rgb.data, {1, rgb.rows, rgb.cols, 3}, torch::kUInt8).to(torch::kFloat32);
+  CV_Assert(rgb.type() == CV_8UC3);
+  const cv::Mat pixels = rgb.isContinuous() ? rgb : rgb.clone();  // cropped views have row gaps
+  const auto image = torch::from_blob(pixels.data, {1, pixels.rows, pixels.cols, 3}, torch::kUInt8).to(torch::kFloat32);
   return (image.flip({3}) / 255.0).permute({0, 3, 1, 2}).contiguous();
 }
 

@@ -121,3 +121,11 @@ TEST_F(Hed, DetectorsRunTheCheckpointFromTheAnnotatorFolder) {
         << e.what();
   }
 }
+
+TEST(HedInput, CroppedViewsGiveTheirPixels) {
+  cv::Mat image(40, 50, CV_8UC3);
+  cv::randu(image, 0, 256);
+  const cv::Mat crop = image(cv::Rect(3, 5, 30, 20));
+  ASSERT_FALSE(crop.isContinuous());
+  EXPECT_TRUE(torch::equal(preprocess::hed_input(crop), preprocess::hed_input(crop.clone())));
+}

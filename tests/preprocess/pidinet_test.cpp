@@ -107,3 +107,14 @@ TEST(PiDiNet, DetectorsRunTheCheckpointFromTheAnnotatorFolder) {
   // The scribble of the annotator's own map (the fixtures have none for PiDiNet).
   expect_u8_map_close(scribble, preprocess::fake_scribble(expected, expected.size()).map, "detect scribble_pidinet");
 }
+
+TEST(PiDiNetInput, IsBgrOver255AndTakesCroppedViews) {
+  cv::Mat image(40, 50, CV_8UC3);
+  cv::randu(image, 0, 256);
+  const cv::Mat crop = image(cv::Rect(3, 5, 30, 20));
+  ASSERT_FALSE(crop.isContinuous());
+  const auto input = preprocess::pidinet_input(crop);
+  EXPECT_TRUE(torch::equal(input, preprocess::pidinet_input(crop.clone())));
+  const auto pixel = crop.at<cv::Vec3b>(7, 11);
+  for (int c = 0; c < 3; ++c) EXPECT_EQ(input[0][c][7][11].item<float>(), float(pixel[2 - c]) / 255.0f) << c;
+}
