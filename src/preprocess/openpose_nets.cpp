@@ -55,7 +55,7 @@ std::vector<LayerSpec> refinement_stage(int stage, const std::string& suffix, in
 }
 
 constexpr int kStages = 6;
-constexpr int64_t kPafs = 38, kBodyHeatmaps = 19, kHandHeatmaps = 22;
+constexpr int64_t kPafs = 38, kBodyHeatmaps = 19, kHandHeatmaps = 22, kFaceHeatmaps = 71;
 
 }  // namespace
 }  // namespace openpose_detail
@@ -95,7 +95,7 @@ std::pair<torch::Tensor, torch::Tensor> BodyPoseNetImpl::forward(const torch::Te
   return {pafs, heatmaps};
 }
 
-HandPoseNetImpl::HandPoseNetImpl() {
+KeypointNetImpl::KeypointNetImpl(int64_t heatmaps) {
   auto front = vgg_front();
   for (const LayerSpec& layer : std::vector<LayerSpec>{{"conv4_3", 512, 512, 3},
                                                        {"conv4_4", 512, 512, 3},
@@ -104,12 +104,12 @@ HandPoseNetImpl::HandPoseNetImpl() {
                                                        {"conv5_3_CPM", 512, 128, 3}})
     front.push_back(layer);
   front_ = register_chain(*this, front);
-  stages_.push_back(register_chain(*this, {{"conv6_1_CPM", 128, 512, 1}, {"conv6_2_CPM", 512, kHandHeatmaps, 1, false}}));
+  stages_.push_back(register_chain(*this, {{"conv6_1_CPM", 128, 512, 1}, {"conv6_2_CPM", 512, heatmaps, 1, false}}));
   for (int stage = 2; stage <= kStages; ++stage)
-    stages_.push_back(register_chain(*this, refinement_stage(stage, "", kHandHeatmaps + 128, kHandHeatmaps, false)));
+    stages_.push_back(register_chain(*this, refinement_stage(stage, "", heatmaps + 128, heatmaps, false)));
 }
 
-torch::Tensor HandPoseNetImpl::forward(const torch::Tensor& x) {
+torch::Tensor KeypointNetImpl::forward(const torch::Tensor& x) {
   const auto features = run_chain(front_, x);
   auto input = features;
   torch::Tensor heatmaps;
@@ -127,11 +127,21 @@ BodyPoseNet load_body_pose_net(const io::TensorMap& state_dict, const std::strin
   return model;
 }
 
-HandPoseNet load_hand_pose_net(const io::TensorMap& state_dict, const std::string& what) {
-  HandPoseNet model;
+namespace {
+KeypointNet load_keypoint_net(int64_t heatmaps, const io::TensorMap& state_dict, const std::string& what) {
+  KeypointNet model(heatmaps);
   nn::load_weights(*model, state_dict, what);
   model->eval();
   return model;
+}
+}  // namespace
+
+KeypointNet load_hand_pose_net(const io::TensorMap& state_dict, const std::string& what) {
+  return load_keypoint_net(kHandHeatmaps, state_dict, what);
+}
+
+KeypointNet load_face_net(const io::TensorMap& state_dict, const std::string& what) {
+  return load_keypoint_net(kFaceHeatmaps, state_dict, what);
 }
 
 }  // namespace cn::preprocess

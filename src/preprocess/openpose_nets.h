@@ -2,10 +2,11 @@
 // The OpenPose networks of ControlNet 1.1's annotator/openpose: the body
 // network (bodypose_model: VGG front end, then six two-branch stages giving
 // 38 part-affinity-field and 19 heatmap channels at 1/8 resolution) and the
-// hand network (handpose_model: six stages of 22 heatmaps at 1/8).
+// keypoint network shared in shape by the hand (handpose_model: six stages of
+// 22 heatmaps at 1/8) and the face (FaceNet: the same with 71 heatmaps).
 // Convolutions are registered under their names in the reference's
 // Sequentials, which are the keys of body_pose_model.pth / hand_pose_model.pth
-// (the files drop the Sequential's own name).
+// (the files drop the Sequential's own name) and of facenet.pth.
 #include <torch/torch.h>
 
 #include <string>
@@ -45,22 +46,25 @@ class BodyPoseNetImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BodyPoseNet);
 
-class HandPoseNetImpl : public torch::nn::Module {
+class KeypointNetImpl : public torch::nn::Module {
  public:
-  HandPoseNetImpl();
+  // `heatmaps`: 22 for the hand (21 keypoints and the background), 71 for
+  // the face (70 landmarks and the background).
+  explicit KeypointNetImpl(int64_t heatmaps);
   // x: (B, 3, H, W) BGR / 256 - 0.5. Returns the stage-6 heatmaps
-  // (B, 22, H/8, W/8): 21 keypoints and the background.
+  // (B, heatmaps, H/8, W/8).
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
   std::vector<openpose_detail::Layer> front_;
   std::vector<std::vector<openpose_detail::Layer>> stages_;
 };
-TORCH_MODULE(HandPoseNet);
+TORCH_MODULE(KeypointNet);
 
-// The networks from body_pose_model.pth / hand_pose_model.pth state dicts
-// (keys without the Sequential name). Strict; in eval mode.
+// The networks from body_pose_model.pth / hand_pose_model.pth (keys without
+// the Sequential name) / facenet.pth state dicts. Strict; in eval mode.
 BodyPoseNet load_body_pose_net(const io::TensorMap& state_dict, const std::string& what);
-HandPoseNet load_hand_pose_net(const io::TensorMap& state_dict, const std::string& what);
+KeypointNet load_hand_pose_net(const io::TensorMap& state_dict, const std::string& what);
+KeypointNet load_face_net(const io::TensorMap& state_dict, const std::string& what);
 
 }  // namespace cn::preprocess

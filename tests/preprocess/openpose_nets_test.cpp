@@ -1,4 +1,4 @@
-// OpenPose body and hand networks against annotator/openpose (golden/preprocess
+// OpenPose body, hand and face networks against annotator/openpose (golden/preprocess
 // openpose_nets) with the recipes' random weights: stage-6 outputs from the
 // saved network inputs within the README's raw tolerance.
 #include <gtest/gtest.h>
@@ -47,4 +47,15 @@ TEST(OpenposeNets, HandNetworkMatchesTheAnnotator) {
     const auto output = model->forward(net_input_of(dir / ("hand_scale" + s + "_net_input.png")));
     cn::testing::expect_raw_close(output, raw.at("scale" + s + "_output"), "hand scale " + s);
   }
+}
+
+TEST(OpenposeNets, FaceNetworkMatchesTheAnnotator) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = cn::testing::preprocess_case_dir("openpose_nets");
+  auto model = preprocess::load_face_net(cn::testing::recipe_weights(cn::testing::recipe_path("openpose_face")),
+                                         "openpose_face recipe");
+  const auto raw = io::load_safetensors((dir / "face_raw.safetensors").string());
+  torch::NoGradGuard no_grad;
+  const auto output = model->forward(net_input_of(dir / "face_net_input.png"));
+  cn::testing::expect_raw_close(output, raw.at("stage6_heatmaps"), "face stage 6");
 }
