@@ -11,6 +11,7 @@
 #include "preprocess/midas.h"
 #include "preprocess/normalbae.h"
 #include "preprocess/pidinet.h"
+#include "preprocess/shuffle.h"
 
 namespace cn::preprocess {
 
@@ -85,6 +86,11 @@ const std::vector<Detector>& detectors() {
          if (p.a == 0) cv::threshold(gray, out, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
          else cv::threshold(gray, out, p.a, 255, cv::THRESH_BINARY_INV);
          return out;
+       }},
+      {"shuffle", "content shuffle: the image warped by a smooth random flow (numpy's draws for the seed)", "seed", "",
+       0, 0, "",
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         return content_shuffle(rgb, rgb.rows, rgb.cols, uint32_t(p.a));
        }},
       {"scribble", "a user's scribble (dark strokes on white) to white strokes on black", "", "", 0, 0, "",
        [](const cv::Mat& rgb, const DetectParams&) {
