@@ -72,6 +72,7 @@ struct GenerateOptions {
   double strength = 0.75;               // img2img: fraction of the schedule re-noised
   int clip_skip = 1;                    // A1111 convention: 1 = last layer, 2 = penultimate
   bool guess_mode = false;              // ControlNet on the conditional half, logspace scales
+  std::string annotator_dir;            // preprocessor checkpoints; empty: $CONTROLNET_ANNOTATOR_DIR
   std::vector<ControlNetUnit> controls;
 };
 

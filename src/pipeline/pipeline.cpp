@@ -214,7 +214,12 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
     auto net = m.controlnet(unit.model);
     auto source = unit.image.empty() ? image_pixels(unit.pixels) : io::read_rgb_image(unit.image);
     // Detect at the output's short side ("pixel perfect"), then fit as usual.
-    if (!unit.preprocess.empty()) source = preprocess::detect(unit.preprocess, source, {std::min(o.width, o.height)});
+    if (!unit.preprocess.empty()) {
+      preprocess::DetectOptions detect;
+      detect.resolution = std::min(o.width, o.height);
+      detect.annotator_dir = o.annotator_dir;
+      source = preprocess::detect(unit.preprocess, source, detect);
+    }
     auto image = io::fit_image(source, o.width, o.height, io::parse_resize_mode(unit.resize_mode));
     auto hint = io::image_to_tensor(image).to(m.device, m.dtype);
     controls.push_back({net, net->embed_hint(hint), unit.scale, unit.start, unit.end, unit.mode});

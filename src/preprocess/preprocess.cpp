@@ -110,7 +110,12 @@ const std::vector<Detector>& detectors() {
        "background threshold", "", 0.4, 0, kMidasCheckpoint,
        [](const cv::Mat& rgb, const DetectParams& p) {
          auto model = dpt_hybrid_from_file(annotator_file(kMidasCheckpoint, p.annotator_dir));
-         return midas_normal_map_v10(midas_raw_depth(model, rgb), 2 * M_PI, p.a);
+         // The 1.0 demo reverses the annotator's (x, y, z) channels before
+         // control_sd15_normal sees them (as sd-webui-controlnet does): the
+         // map is returned ready to be the control image.
+         cv::Mat control;
+         cv::cvtColor(midas_normal_map_v10(midas_raw_depth(model, rgb), 2 * M_PI, p.a), control, cv::COLOR_RGB2BGR);
+         return control;
        }},
       {"normal_bae", "Normal-BAE surface normals (ControlNet 1.1 normalbae)", "", "", 0, 0, "scannet.pt",
        [](const cv::Mat& rgb, const DetectParams& p) {

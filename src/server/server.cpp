@@ -124,6 +124,7 @@ GenerateOptions Server::Impl::parse_request(const httplib::Request& req) {
                        "batch_size", "batch_count", "clip_skip", "guess_mode", "controls"},
                       "generation");
   GenerateOptions o;
+  o.annotator_dir = options.annotator_dir;
   o.prompt = get<std::string>(j, "prompt", "");
   o.negative_prompt = get<std::string>(j, "negative_prompt", "");
   o.steps = get<int>(j, "steps", o.steps);

@@ -125,6 +125,14 @@ TEST(Cli, DetectRunsAnAnnotatorCheckpointOrNamesTheDownload) {
   cv::extractChannel(cn::testing::read_png(out), map, 0);  // the gray map written as RGB
   cn::testing::expect_u8_map_close(map, cn::testing::read_png(case_dir / "shapes_out.png"), "cli softedge_pidinet");
 
+  // generate --preprocess finds the same checkpoint through --annotator-dir.
+  const auto generated = fs::temp_directory_path() / "cn_cli_generate_pidinet.png";
+  r = cli("generate -p \"red circle\" --steps 2 --seed 1 --control " + (case_dir / "shapes_input.png").string() +
+          " --preprocess softedge_pidinet --annotator-dir " + annotators.string() + " -o " + generated.string());
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(generated));
+  fs::remove(generated);
+
   fs::remove(out);
   fs::remove(annotators / "table5_pidinet.safetensors");
   r = cli(args + annotators.string());

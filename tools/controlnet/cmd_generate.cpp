@@ -137,6 +137,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--control-mode", a.control_modes, "balanced, prompt or controlnet (default balanced)")->group(control);
   cmd->add_option("--resize-mode", a.resize_modes, "just-resize, crop-and-resize, resize-and-fill")->group(control);
   cmd->add_option("--preprocess", a.preprocessors, "Run this preprocessor on the control image first (see detect --list)")->group(control);
+  cmd->add_option("--annotator-dir", g.annotator_dir, "Folder of the annotator checkpoints for --preprocess (default: $CONTROLNET_ANNOTATOR_DIR)")->group(control);
   cmd->add_flag("--guess-mode", g.guess_mode, "ControlNet on the conditional half only, with logspace scales")->group(control);
 
   cmd->add_option("-o,--output", a.output, "Output PNG (numbered when several)")->capture_default_str()->group("Output");
