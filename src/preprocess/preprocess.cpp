@@ -8,6 +8,7 @@
 #include "io/pickle.h"
 #include "preprocess/edges.h"
 #include "preprocess/hed.h"
+#include "preprocess/lineart.h"
 #include "preprocess/midas.h"
 #include "preprocess/normalbae.h"
 #include "preprocess/pidinet.h"
@@ -121,6 +122,18 @@ const std::vector<Detector>& detectors() {
        [](const cv::Mat& rgb, const DetectParams& p) {
          auto model = normal_bae_from_file(annotator_file("scannet.pt", p.annotator_dir));
          return normal_bae_detect(model, rgb);
+       }},
+      {"lineart_realistic", "line art (ControlNet 1.1 lineart; white lines on black, as the model takes it)", "", "",
+       0, 0, "sk_model.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         auto model = lineart_from_file(annotator_file("sk_model.pth", p.annotator_dir));
+         return cv::Mat(255 - lineart_map(model, rgb));  // the 1.1 demo's control is 1 - map / 255
+       }},
+      {"lineart_coarse", "coarse line art (ControlNet 1.1 lineart; white lines on black)", "", "", 0, 0,
+       "sk_model2.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         auto model = lineart_from_file(annotator_file("sk_model2.pth", p.annotator_dir));
+         return cv::Mat(255 - lineart_map(model, rgb));
        }},
       {"softedge_hed", "HED soft edges (ControlNet 1.1 softedge)", "", "", 0, 0, kHedCheckpoint,
        [](const cv::Mat& rgb, const DetectParams& p) { return hed_of(rgb, p, false); }},
