@@ -1,8 +1,6 @@
 #include "preprocess/hed.h"
 
 #include <cmath>
-#include <map>
-#include <mutex>
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
@@ -71,13 +69,9 @@ Hed load_hed(const io::TensorMap& state_dict, const std::string& what) {
 }
 
 Hed hed_from_file(const std::filesystem::path& path) {
-  static std::mutex mutex;
-  static std::map<std::string, Hed> loaded;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::filesystem::weakly_canonical(path).string();
-  auto found = loaded.find(key);
-  if (found == loaded.end()) found = loaded.emplace(key, load_hed(load_annotator_weights(path, {}), path.string())).first;
-  return found->second;
+  return load_once<Hed>(path, [](const std::filesystem::path& p) {
+    return load_hed(load_annotator_weights(p, {}), p.string());
+  });
 }
 
 torch::Tensor hed_input(const cv::Mat& rgb) {

@@ -1,7 +1,5 @@
 #include "preprocess/lineart.h"
 
-#include <map>
-#include <mutex>
 
 #include "nn/weights.h"
 #include "preprocess/edges.h"
@@ -63,14 +61,9 @@ LineartGenerator load_lineart(const io::TensorMap& state_dict, const std::string
 }
 
 LineartGenerator lineart_from_file(const std::filesystem::path& path) {
-  static std::mutex mutex;
-  static std::map<std::string, LineartGenerator> loaded;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::filesystem::weakly_canonical(path).string();
-  auto found = loaded.find(key);
-  if (found == loaded.end())
-    found = loaded.emplace(key, load_lineart(load_annotator_weights(path, {}), path.string())).first;
-  return found->second;
+  return load_once<LineartGenerator>(path, [](const std::filesystem::path& p) {
+    return load_lineart(load_annotator_weights(p, {}), p.string());
+  });
 }
 
 cv::Mat lineart_map(LineartGenerator& model, const cv::Mat& rgb) {

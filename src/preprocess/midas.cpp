@@ -1,7 +1,6 @@
 #include "preprocess/midas.h"
 
 #include <cmath>
-#include <mutex>
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
@@ -336,14 +335,9 @@ DptHybrid load_dpt_hybrid(const io::TensorMap& checkpoint, const std::string& wh
 }
 
 DptHybrid dpt_hybrid_from_file(const std::filesystem::path& path) {
-  static std::mutex mutex;
-  static std::map<std::string, DptHybrid> loaded;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::filesystem::weakly_canonical(path).string();
-  auto found = loaded.find(key);
-  if (found == loaded.end())
-    found = loaded.emplace(key, load_dpt_hybrid(load_annotator_weights(path, {}), path.string())).first;
-  return found->second;
+  return load_once<DptHybrid>(path, [](const std::filesystem::path& p) {
+    return load_dpt_hybrid(load_annotator_weights(p, {}), p.string());
+  });
 }
 
 torch::Tensor midas_input(const cv::Mat& rgb) {

@@ -1,6 +1,5 @@
 #include "preprocess/normalbae.h"
 
-#include <mutex>
 
 #include "controlnet/error.h"
 #include "nn/weights.h"
@@ -239,14 +238,9 @@ NormalBae load_normal_bae(const io::TensorMap& checkpoint, const std::string& wh
 }
 
 NormalBae normal_bae_from_file(const std::filesystem::path& path) {
-  static std::mutex mutex;
-  static std::map<std::string, NormalBae> loaded;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::filesystem::weakly_canonical(path).string();
-  auto found = loaded.find(key);
-  if (found == loaded.end())
-    found = loaded.emplace(key, load_normal_bae(load_annotator_weights(path, {}), path.string())).first;
-  return found->second;
+  return load_once<NormalBae>(path, [](const std::filesystem::path& p) {
+    return load_normal_bae(load_annotator_weights(p, {}), p.string());
+  });
 }
 
 torch::Tensor normal_bae_input(const cv::Mat& rgb) {

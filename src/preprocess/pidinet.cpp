@@ -1,7 +1,5 @@
 #include "preprocess/pidinet.h"
 
-#include <map>
-#include <mutex>
 
 #include "controlnet/error.h"
 #include "nn/weights.h"
@@ -208,13 +206,9 @@ io::TensorMap pidinet_state_dict(const std::filesystem::path& path) {
 }
 
 PiDiNet pidinet_from_file(const std::filesystem::path& path) {
-  static std::mutex mutex;
-  static std::map<std::string, PiDiNet> loaded;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::filesystem::weakly_canonical(path).string();
-  auto found = loaded.find(key);
-  if (found == loaded.end()) found = loaded.emplace(key, load_pidinet(pidinet_state_dict(path), path.string())).first;
-  return found->second;
+  return load_once<PiDiNet>(path, [](const std::filesystem::path& p) {
+    return load_pidinet(pidinet_state_dict(p), p.string());
+  });
 }
 
 torch::Tensor pidinet_input(const cv::Mat& rgb) {

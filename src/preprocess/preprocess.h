@@ -4,6 +4,8 @@
 #include <opencv2/core.hpp>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -64,5 +66,18 @@ bool annotator_file_present(const std::string& filename, const std::string& anno
 // (e.g. "model." of {'model': sd}) and DataParallel's "module.", which only
 // the detector knows its file to have.
 io::TensorMap load_annotator_weights(const std::filesystem::path& path, const std::vector<std::string>& strip_prefixes);
+
+// The network of an annotator file, built by `load(path)` on first use and
+// kept for the process: detectors run many times (the server, several units).
+template <typename Model, typename Load>
+Model load_once(const std::filesystem::path& path, const Load& load) {
+  static std::mutex mutex;
+  static std::map<std::string, Model> loaded;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::filesystem::weakly_canonical(path).string();
+  auto found = loaded.find(key);
+  if (found == loaded.end()) found = loaded.emplace(key, load(path)).first;
+  return found->second;
+}
 
 }  // namespace cn::preprocess
