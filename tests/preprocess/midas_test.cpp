@@ -27,28 +27,6 @@ torch::Tensor saved_depth(const fs::path& file) {
   return io::load_safetensors(file.string()).at("depth").to(torch::kFloat32);
 }
 
-// Largest per-value difference of two uint8 maps of the same shape.
-double max_u8_diff(const cv::Mat& a, const cv::Mat& b) {
-  cv::Mat diff;
-  cv::absdiff(a, b, diff);
-  double max = 0;
-  cv::minMaxLoc(diff.reshape(1), nullptr, &max);
-  return max;
-}
-
-// README: end-to-end uint8 maps may differ by at most 1 on at most 0.5 % of the values.
-void expect_u8_within_tolerance(const cv::Mat& actual, const cv::Mat& expected, const std::string& what) {
-  ASSERT_EQ(actual.size(), expected.size()) << what;
-  ASSERT_EQ(actual.type(), expected.type()) << what;
-  const auto changed = differing_pixels(actual, expected);
-  const double share = double(changed) / double(expected.total() * expected.channels());
-  const double max = max_u8_diff(actual, expected);
-  std::cout << "[parity] midas " << what << " u8 values changed " << changed << " (" << share * 100 << " %), max "
-            << max << "\n";
-  EXPECT_LE(max, 1) << what;
-  EXPECT_LE(share, 0.005) << what;
-}
-
 // The recipe's checkpoint (490 MB of float32), built once for the suite.
 class Midas : public ::testing::Test {
  protected:
@@ -114,13 +92,9 @@ TEST_F(Midas, NetworkAndMapsMatchTheAnnotator) {
 
     // The network: raw depth within 1e-3 * max(1, max |ref|), maps within the uint8 tolerance.
     const auto depth = preprocess::midas_raw_depth(model, read_png(dir / file));
-    ASSERT_EQ(depth.sizes(), reference.sizes()) << name;
-    const double tolerance = 1e-3 * std::max(1.0, reference.abs().max().item<double>());
-    const double error = cn::testing::max_abs_diff(depth, reference);
-    std::cout << "[parity] midas " << name << " raw depth max_abs=" << error << " tolerance " << tolerance << "\n";
-    EXPECT_LE(error, tolerance) << name;
-    expect_u8_within_tolerance(preprocess::midas_depth_map(depth), expected_depth, name + " depth map");
-    expect_u8_within_tolerance(preprocess::midas_normal_map_v10(depth, a, bg_th), expected_normal, name + " normal map");
+    cn::testing::expect_raw_close(depth, reference, "midas " + name + " raw depth", 1e-3);
+    cn::testing::expect_u8_map_close(preprocess::midas_depth_map(depth), expected_depth, name + " depth map");
+    cn::testing::expect_u8_map_close(preprocess::midas_normal_map_v10(depth, a, bg_th), expected_normal, name + " normal map");
   }
   EXPECT_GE(cases, 1);
 }
@@ -165,11 +139,11 @@ TEST_F(Midas, DetectorsRunTheCheckpointFromTheAnnotatorFolder) {
   const auto normal_map = preprocess::detect("normal_midas", input, options);
   fs::remove_all(annotator_dir);
 
-  expect_u8_within_tolerance(depth_map, preprocess::hwc3(read_png(dir / "shapes_depth.png")), "detect depth_midas");
+  cn::testing::expect_u8_map_close(depth_map, preprocess::hwc3(read_png(dir / "shapes_depth.png")), "detect depth_midas");
   // The detector gives the control image: the annotator's map with its channels reversed, as the 1.0 demo feeds it.
   cv::Mat annotator_order;
   cv::cvtColor(normal_map, annotator_order, cv::COLOR_BGR2RGB);
-  expect_u8_within_tolerance(annotator_order, read_png(dir / "shapes_normal_v10_bg0.4.png"), "detect normal_midas");
+  cn::testing::expect_u8_map_close(annotator_order, read_png(dir / "shapes_normal_v10_bg0.4.png"), "detect normal_midas");
 }
 
 TEST(MidasInput, IsRgbOver127p5MinusOneAlsoForCroppedViews) {

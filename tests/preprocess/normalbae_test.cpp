@@ -20,30 +20,6 @@ namespace {
 using cn::testing::differing_pixels;
 using cn::testing::read_png;
 
-// README: end-to-end uint8 maps may differ by at most 1 on at most 0.5 % of the values.
-void expect_u8_within_tolerance(const cv::Mat& actual, const cv::Mat& expected, const std::string& what) {
-  ASSERT_EQ(actual.size(), expected.size()) << what;
-  ASSERT_EQ(actual.type(), expected.type()) << what;
-  cv::Mat diff;
-  cv::absdiff(actual, expected, diff);
-  double max = 0;
-  cv::minMaxLoc(diff.reshape(1), nullptr, &max);
-  const auto changed = differing_pixels(actual, expected);
-  const double share = double(changed) / double(expected.total() * expected.channels());
-  std::cout << "[parity] normalbae " << what << " u8 values changed " << changed << " (" << share * 100
-            << " %), max " << max << "\n";
-  EXPECT_LE(max, 1) << what;
-  EXPECT_LE(share, 0.005) << what;
-}
-
-void expect_raw(const torch::Tensor& actual, const torch::Tensor& expected, const std::string& what) {
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const double tolerance = 1e-4 * std::max(1.0, expected.abs().max().item<double>());
-  const double error = cn::testing::max_abs_diff(actual, expected);
-  std::cout << "[parity] normalbae " << what << " max_abs=" << error << " tolerance " << tolerance << "\n";
-  EXPECT_LE(error, tolerance) << what;
-}
-
 // The recipe's checkpoint (file keys with DataParallel's "module."), built once.
 class NormalBae : public ::testing::Test {
  protected:
@@ -80,13 +56,13 @@ TEST_F(NormalBae, NetworkAndMapMatchTheAnnotator) {
 
     const auto input = read_png(dir / file);
     const auto net_input = preprocess::normal_bae_input(input);
-    expect_raw(net_input, raw.at("net_input"), name + " net_input");
+    cn::testing::expect_raw_close(net_input, raw.at("net_input"), name + " net_input");
     torch::NoGradGuard no_grad;
     const auto out = model->forward(net_input);
-    expect_raw(out.res8, raw.at("out_res8"), name + " out_res8");
-    expect_raw(out.res4, raw.at("out_res4"), name + " out_res4");
-    expect_raw(out.res1.slice(1, 0, 3), raw.at("out_res1_xyz"), name + " out_res1_xyz");
-    expect_u8_within_tolerance(preprocess::normal_bae_map(out.res1), expected_map, name + " map");
+    cn::testing::expect_raw_close(out.res8, raw.at("out_res8"), name + " out_res8");
+    cn::testing::expect_raw_close(out.res4, raw.at("out_res4"), name + " out_res4");
+    cn::testing::expect_raw_close(out.res1.slice(1, 0, 3), raw.at("out_res1_xyz"), name + " out_res1_xyz");
+    cn::testing::expect_u8_map_close(preprocess::normal_bae_map(out.res1), expected_map, name + " map");
   }
   EXPECT_GE(cases, 1);
 }
@@ -122,5 +98,5 @@ TEST_F(NormalBae, DetectorRunsTheCheckpointFromTheAnnotatorFolder) {
   options.annotator_dir = annotator_dir.string();
   const auto map = preprocess::detect("normal_bae", input, options);
   fs::remove_all(annotator_dir);
-  expect_u8_within_tolerance(map, read_png(dir / "shapes_out.png"), "detect normal_bae");
+  cn::testing::expect_u8_map_close(map, read_png(dir / "shapes_out.png"), "detect normal_bae");
 }

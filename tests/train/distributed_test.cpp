@@ -10,6 +10,7 @@
 
 #include "io/safetensors.h"
 #include "support/golden.h"
+#include "support/loss_csv.h"
 #include "train/dataset.h"
 #include "train/trainer.h"
 
@@ -31,14 +32,7 @@ Run cli(const std::string& args, const fs::path& log) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
 }
 
-std::vector<double> losses(const fs::path& dir) {
-  std::ifstream in(dir / "loss.csv");
-  std::vector<double> out;
-  std::string line;
-  std::getline(in, line);
-  while (std::getline(in, line)) out.push_back(std::stod(line.substr(line.find(',') + 1)));
-  return out;
-}
+using cn::testing::losses;
 
 std::string mini_model() { return (cn::testing::golden_root() / "mini-sd15").string(); }
 

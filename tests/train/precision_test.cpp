@@ -8,6 +8,7 @@
 
 #include "io/safetensors.h"
 #include "support/golden.h"
+#include "support/loss_csv.h"
 #include "train/checkpoint.h"
 #include "train/dataset.h"
 #include "train/objective.h"
@@ -18,14 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<double> losses(const fs::path& dir) {
-  std::ifstream in(dir / "loss.csv");
-  std::vector<double> out;
-  std::string line;
-  std::getline(in, line);
-  while (std::getline(in, line)) out.push_back(std::stod(line.substr(line.find(',') + 1)));
-  return out;
-}
+using cn::testing::losses;
 
 double relative_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>() / std::max(b.abs().max().item<double>(), 1e-30);
