@@ -10,6 +10,7 @@
 #include "preprocess/hed.h"
 #include "preprocess/lineart.h"
 #include "preprocess/midas.h"
+#include "preprocess/model_free.h"
 #include "preprocess/normalbae.h"
 #include "preprocess/pidinet.h"
 #include "preprocess/shuffle.h"
@@ -52,6 +53,33 @@ cv::Mat resize_image(const cv::Mat& image, int resolution) {
   return out;
 }
 
+PaddedImage resize_image_with_pad(const cv::Mat& image, int resolution) {
+  const double k = double(resolution) / std::min(image.rows, image.cols);
+  const int h = int(std::nearbyint(image.rows * k)), w = int(std::nearbyint(image.cols * k));
+  cv::Mat resized;
+  cv::resize(image, resized, {w, h}, 0, 0, k > 1 ? cv::INTER_CUBIC : cv::INTER_AREA);
+  const auto pad = [](int size) { return (size + 63) / 64 * 64 - size; };
+  PaddedImage out;
+  cv::copyMakeBorder(resized, out.image, 0, pad(h), 0, pad(w), cv::BORDER_REPLICATE);
+  out.content = {w, h};
+  return out;
+}
+
+Framing parse_framing(const std::string& name) {
+  for (auto f : {Framing::resize_image, Framing::padded, Framing::original})
+    if (name == to_string(f)) return f;
+  throw Error("unknown framing '" + name + "' (resize_image, padded or original)");
+}
+
+std::string to_string(Framing framing) {
+  switch (framing) {
+    case Framing::resize_image: return "resize_image";
+    case Framing::padded: return "padded";
+    case Framing::original: return "original";
+  }
+  return "?";
+}
+
 namespace {
 const char* const kMidasCheckpoint = "dpt_hybrid-midas-501f0c75.pt";
 const char* const kHedCheckpoint = "ControlNetHED.pth";
@@ -80,14 +108,20 @@ const std::vector<Detector>& detectors() {
          cv::Canny(rgb, edges, p.a, p.b);
          return edges;
        }},
-      {"binary", "binary threshold of the gray image (Otsu when the threshold is 0)", "threshold (0 = Otsu)", "", 0, 0, "",
-       [](const cv::Mat& rgb, const DetectParams& p) {
-         cv::Mat gray, out;
-         cv::cvtColor(rgb, gray, cv::COLOR_RGB2GRAY);
-         if (p.a == 0) cv::threshold(gray, out, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
-         else cv::threshold(gray, out, p.a, 255, cv::THRESH_BINARY_INV);
-         return out;
-       }},
+      {"binary", "gray image thresholded and inverted: dark -> white (sd-webui-controlnet's annotator/binary)",
+       "threshold (0 or 255 = Otsu)", "", 0, 0, "",
+       [](const cv::Mat& rgb, const DetectParams& p) { return binary_map(rgb, p.a); }, Framing::padded},
+      {"threshold", "white where every channel is above the threshold (sd-webui-controlnet)", "threshold", "", 127, 0,
+       "", [](const cv::Mat& rgb, const DetectParams& p) { return threshold_map(rgb, p.a); }, Framing::padded},
+      {"lineart_standard", "line art from the difference to a Gaussian blur, white lines on black (no network)",
+       "Gaussian sigma", "intensity threshold", 6, 8, "",
+       [](const cv::Mat& rgb, const DetectParams& p) { return lineart_standard(rgb, p.a, p.b); }, Framing::padded},
+      {"scribble_xdog", "scribble from a difference of Gaussians (XDoG), white strokes on black", "XDoG threshold", "",
+       32, 0, "", [](const cv::Mat& rgb, const DetectParams& p) { return scribble_xdog(rgb, p.a); },
+       Framing::padded},
+      {"tile_resample", "the image itself, down-sampled by a rate for the tile model (the resolution is not used)",
+       "down-sampling rate", "", 1, 0, "",
+       [](const cv::Mat& rgb, const DetectParams& p) { return tile_resample(rgb, p.a); }, Framing::original},
       {"shuffle", "content shuffle: the image warped by a smooth random flow (numpy's draws for the seed)", "seed", "",
        0, 0, "",
        [](const cv::Mat& rgb, const DetectParams& p) {
@@ -162,12 +196,21 @@ const Detector& find_detector(const std::string& name) {
 cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOptions& options) {
   const auto& d = find_detector(type);
   if (options.resolution < 64 || options.resolution > 4096) throw Error("detect resolution must be in 64..4096");
-  const auto input = resize_image(hwc3(image), options.resolution);
   DetectParams params;
   params.a = options.threshold_a < 0 ? d.default_a : options.threshold_a;
   params.b = options.threshold_b < 0 ? d.default_b : options.threshold_b;
   params.annotator_dir = options.annotator_dir;
-  return hwc3(d.run(input, params));
+  const auto rgb = hwc3(image);
+  switch (options.framing.value_or(d.framing)) {
+    case Framing::resize_image: return hwc3(d.run(resize_image(rgb, options.resolution), params));
+    case Framing::original: return hwc3(d.run(rgb, params));
+    case Framing::padded: {
+      const auto padded = resize_image_with_pad(rgb, options.resolution);
+      const cv::Mat map = d.run(padded.image, params);
+      return hwc3(map(cv::Rect({0, 0}, padded.content)).clone());
+    }
+  }
+  throw Error("unknown framing");
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,11 +22,31 @@ cv::Mat hwc3(const cv::Mat& image);
 // multiples of 64; Lanczos when enlarging (k > 1), area otherwise.
 cv::Mat resize_image(const cv::Mat& image, int resolution);
 
+// sd-webui-controlnet's resize_image_with_pad: short side to `resolution`
+// (sizes rounded half to even; cubic when enlarging, area otherwise), then the
+// right and bottom edges replicated up to multiples of 64. `content` is the
+// size before padding: the detector's map is cropped back to it.
+struct PaddedImage {
+  cv::Mat image;
+  cv::Size content;
+};
+PaddedImage resize_image_with_pad(const cv::Mat& image, int resolution);
+
+// How the image is brought to the detect resolution before a detector runs.
+enum class Framing {
+  resize_image,  // ControlNet 1.1 demos, controlnet_aux: resize_image (both sides x64)
+  padded,        // sd-webui-controlnet: resize_image_with_pad, the pad cut off the map
+  original,      // no resize (sd-webui-controlnet's tile_resample)
+};
+Framing parse_framing(const std::string& name);  // "resize_image" | "padded" | "original"
+std::string to_string(Framing framing);
+
 struct DetectOptions {
   int resolution = 512;       // detect resolution
   double threshold_a = -1;    // detector-specific; < 0: its default
   double threshold_b = -1;
   std::string annotator_dir;  // where the annotator checkpoints are; empty: $CONTROLNET_ANNOTATOR_DIR
+  std::optional<Framing> framing;  // empty: the detector's own (that of the code it reproduces)
 };
 
 // What a detector is run with: its thresholds (defaults applied) and where
@@ -41,15 +62,17 @@ struct Detector {
   std::string threshold_a, threshold_b;  // what the thresholds mean (empty: unused)
   double default_a = 0, default_b = 0;
   std::string checkpoint;                // annotator file it needs (empty: none)
-  // rgb is already HWC3'd and resized to the detect resolution; returns the map.
+  // rgb is already HWC3'd and framed at the detect resolution; returns the map.
   std::function<cv::Mat(const cv::Mat& rgb, const DetectParams& params)> run;
+  Framing framing = Framing::resize_image;  // how its reference frames the input
 };
 
 const std::vector<Detector>& detectors();
 const Detector& find_detector(const std::string& name);
 
-// The whole chain: HWC3, resize_image to the detect resolution, the
-// detector, HWC3 of the map; the map is returned at the detect resolution.
+// The whole chain: HWC3, framing at the detect resolution (the detector's
+// own unless options.framing says otherwise), the detector, HWC3 of the map;
+// the map is returned at the detect resolution (padded: without the pad).
 cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOptions& options);
 
 // The annotator checkpoint `filename` (its name in lllyasviel/Annotators, e.g.

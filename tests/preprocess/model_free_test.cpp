@@ -1,9 +1,17 @@
 // Model-free preprocessors against golden/preprocess (exact cases).
 #include <gtest/gtest.h>
 
+#include <map>
+#include <opencv2/imgproc.hpp>
+#include <optional>
+#include <regex>
+
+#include "controlnet/error.h"
 #include "io/safetensors.h"
 #include "preprocess/ade20k.h"
+#include "preprocess/model_free.h"
 #include "preprocess/numpy_random.h"
+#include "preprocess/preprocess.h"
 #include "preprocess/shuffle.h"
 #include "support/preprocess_fixtures.h"
 
@@ -70,5 +78,183 @@ TEST_P(ContentShuffle, DrawsFlowAndOutputEqualTheAnnotators) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, ContentShuffle, ::testing::Values("shuffle_shapes", "shuffle_photo"));
+
+// sd-webui-controlnet's model-free preprocessors (golden a1111_model_free):
+// every map of every (input, resolution) row, through detect() with the
+// detector's own framing, exact. Canny is the 1.1 detector run with the
+// padded framing; the others are padded by default.
+struct A1111Map {
+  std::string detector;
+  double a = -1, b = -1;
+  std::optional<preprocess::Framing> framing;
+};
+
+// What a map file of the case is, from its name's suffix ("threshold127",
+// "canny_100_200", ...); nullopt for the padded input itself.
+std::optional<A1111Map> a1111_map_of(const std::string& suffix) {
+  static const std::regex pattern(R"((lineart_standard|scribble_xdog|threshold|binary|canny)_?(\d*)(?:_(\d+))?\.png)");
+  std::smatch m;
+  if (!std::regex_match(suffix, m, pattern)) return std::nullopt;
+  A1111Map map{m[1]};
+  if (m[2].length()) map.a = std::stod(m[2]);
+  if (m[3].length()) map.b = std::stod(m[3]);
+  if (map.detector == "canny") map.framing = preprocess::Framing::padded;
+  return map;
+}
+
+TEST(A1111ModelFree, ResizeImageWithPadEqualsTheExtensions) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = cn::testing::preprocess_case_dir("a1111_model_free");
+  const auto manifest = cn::testing::preprocess_manifest("a1111_model_free");
+  int rows = 0;
+  for (const auto& row : manifest.at("table")) {
+    const std::string input = row.at("input");
+    const int res = row.at("res");
+    const auto original = read_png(dir / ".." / "inputs" / (input + ".png"));
+    const auto padded = preprocess::resize_image_with_pad(preprocess::hwc3(original), res);
+    const auto stem = input + "_res" + std::to_string(res);
+    const auto shape = row.at("padded_shape");
+    EXPECT_EQ(padded.image.rows, shape[0].get<int>()) << stem;
+    EXPECT_EQ(padded.image.cols, shape[1].get<int>()) << stem;
+    EXPECT_EQ(differing_pixels(padded.image, read_png(dir / (stem + "_padded.png"))), 0) << stem;
+    ++rows;
+  }
+  EXPECT_GE(rows, 1);
+}
+
+TEST(A1111ModelFree, MapsEqualTheExtensions) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = cn::testing::preprocess_case_dir("a1111_model_free");
+  const auto manifest = cn::testing::preprocess_manifest("a1111_model_free");
+  std::map<std::string, int> checked;
+  for (const auto& row : manifest.at("table")) {
+    const std::string input = row.at("input");
+    const int res = row.at("res");
+    const auto original = read_png(dir / ".." / "inputs" / (input + ".png"));
+    const auto prefix = input + "_res" + std::to_string(res) + "_";
+    for (const auto& item : manifest.at("files").items()) {
+      const auto& file = item.key();
+      if (file.rfind(prefix, 0) != 0) continue;
+      const auto what = a1111_map_of(file.substr(prefix.size()));
+      if (!what) continue;
+      preprocess::DetectOptions options;
+      options.resolution = res;
+      options.threshold_a = what->a;
+      options.threshold_b = what->b;
+      options.framing = what->framing;
+      const auto map = preprocess::detect(what->detector, original, options);
+      const auto expected = preprocess::hwc3(read_png(dir / file));  // detect returns 3 channels
+      const auto differing = differing_pixels(map, expected);
+      std::cout << "[parity] " << file << " differing values " << differing << "\n";
+      EXPECT_EQ(differing, 0) << file;
+      ++checked[what->detector];
+    }
+  }
+  for (const char* detector : {"lineart_standard", "scribble_xdog", "threshold", "binary", "canny"})
+    EXPECT_GE(checked[detector], 1) << detector;
+}
+
+// lineart_standard's scale comes from the whole padded image: the same formula
+// on the crop (or on resize_image's framing) is a different map, so the
+// framing is part of what the test above checks.
+TEST(A1111ModelFree, LineartStandardStatisticsIncludeThePad) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = cn::testing::preprocess_case_dir("a1111_model_free");
+  const auto original = read_png(dir / ".." / "inputs" / "photo_room.png");
+  const auto padded = preprocess::resize_image_with_pad(original, 256);
+  const cv::Mat crop = padded.image(cv::Rect({0, 0}, padded.content)).clone();
+  const auto expected = read_png(dir / "photo_room_res256_lineart_standard.png");
+  EXPECT_GT(differing_pixels(preprocess::lineart_standard(crop), expected), 0);
+}
+
+// controlnet_aux's LineartStandardDetector: the same detector with
+// resize_image's framing, its map HWC3'd and resized (INTER_CUBIC) back to
+// the original size.
+TEST(AuxLineartStandard, EqualsControlnetAux) {
+  CN_REQUIRE_GOLDEN();
+  const auto dir = cn::testing::preprocess_case_dir("aux_lineart_standard");
+  const auto manifest = cn::testing::preprocess_manifest("aux_lineart_standard");
+  // The detector's defaults are controlnet_aux's (gaussian_sigma 6, intensity_threshold 8).
+  const auto& detector = preprocess::find_detector("lineart_standard");
+  EXPECT_EQ(detector.default_a, 6);
+  EXPECT_EQ(detector.default_b, 8);
+  int rows = 0;
+  for (const auto& row : manifest.at("table")) {
+    const std::string input = row.at("input");
+    const int res = row.at("res");
+    const auto original = read_png(dir / ".." / "inputs" / (input + ".png"));
+    preprocess::DetectOptions options;
+    options.resolution = res;
+    options.framing = preprocess::Framing::resize_image;
+    cv::Mat map;
+    cv::resize(preprocess::detect("lineart_standard", original, options), map, original.size(), 0, 0,
+               cv::INTER_CUBIC);
+    const auto file = input + "_res" + std::to_string(res) + ".png";
+    const auto differing = differing_pixels(map, read_png(dir / file));
+    std::cout << "[parity] aux " << file << " differing values " << differing << "\n";
+    EXPECT_EQ(differing, 0) << file;
+    ++rows;
+  }
+  EXPECT_GE(rows, 1);
+}
+
+// numpy computes 2 * (255 - dog) in uint8: values of 255 - dog from 128 up to
+// 128 + threshold / 2 wrap to at most the threshold and are not drawn.
+TEST(ScribbleXdog, DoubledDifferenceWrapsAsInNumpy) {
+  // Thin vertical lines of 32 gray levels on white: each level gives another
+  // DoG strength on its line, so every branch (below 128, the wrap band, above)
+  // is met.
+  cv::Mat image(64, 400, CV_8UC3, cv::Scalar(255, 255, 255));
+  for (int k = 0; k < 32; ++k)
+    cv::rectangle(image, cv::Rect(8 + 12 * k, 8, 2, 48), cv::Scalar::all(255 - 8 * k), cv::FILLED);
+  cv::Mat x, fine, coarse;
+  image.convertTo(x, CV_32F);
+  cv::GaussianBlur(x, fine, {0, 0}, 0.5);
+  cv::GaussianBlur(x, coarse, {0, 0}, 5.0);
+  cv::Mat dog;
+  cv::extractChannel(coarse - fine, dog, 0);  // the three channels are equal
+  const auto map = preprocess::scribble_xdog(image, 32);
+  int wrapped = 0;
+  for (int y = 0; y < image.rows; ++y)
+    for (int i = 0; i < image.cols; ++i) {
+      const int strength = 255 - int(std::clamp(255.0f - dog.at<float>(y, i), 0.0f, 255.0f));
+      const bool drawn = map.at<cv::Vec3b>(y, i)[0] == 255;
+      const bool expected = strength < 128 ? 2 * strength > 32 : 2 * strength - 256 > 32;
+      EXPECT_EQ(drawn, expected) << "at " << i << "," << y << " strength " << strength;
+      wrapped += strength >= 128 && strength <= 144;
+    }
+  EXPECT_GT(wrapped, 0);  // the image exercises the wrap
+}
+
+TEST(TileResample, ShrinksByTheRateWithAreaAndIgnoresTheResolution) {
+  cv::Mat image(240, 300, CV_8UC3);
+  cv::randu(image, 0, 256);
+  preprocess::DetectOptions options;
+  options.resolution = 128;
+  options.threshold_a = 2.5;
+  const auto map = preprocess::detect("tile_resample", image, options);
+  ASSERT_EQ(map.size(), cv::Size(120, 96));
+  cv::Mat expected;
+  cv::resize(image, expected, {120, 96}, 0, 0, cv::INTER_AREA);
+  EXPECT_EQ(differing_pixels(map, expected), 0);
+  options.threshold_a = 1.05;  // below 1.1: the image as it is
+  EXPECT_EQ(differing_pixels(preprocess::detect("tile_resample", image, options), image), 0);
+  EXPECT_EQ(preprocess::tile_resample(image, 3.0).size(), cv::Size(100, 80));
+}
+
+TEST(Binary, ThresholdOf255AlsoMeansOtsu) {
+  cv::Mat image(48, 64, CV_8UC3);
+  cv::randu(image, 0, 256);
+  cv::GaussianBlur(image, image, {0, 0}, 2.0);
+  const auto otsu = preprocess::binary_map(image, 0);
+  EXPECT_EQ(differing_pixels(preprocess::binary_map(image, 255), otsu), 0);
+  EXPECT_GT(differing_pixels(preprocess::binary_map(image, 254), otsu), 0);
+}
+
+TEST(Framing, NamesRoundTrip) {
+  for (auto f : {preprocess::Framing::resize_image, preprocess::Framing::padded, preprocess::Framing::original})
+    EXPECT_EQ(preprocess::parse_framing(preprocess::to_string(f)), f);
+  EXPECT_THROW(preprocess::parse_framing("pad"), Error);
+}
 
 }  // namespace

@@ -9,7 +9,7 @@
 namespace cn::cli {
 
 void add_detect_command(CLI::App& app) {
-  static std::string type, input, output;
+  static std::string type, input, output, framing;
   static preprocess::DetectOptions options;
   static bool list = false;
   auto* cmd = add_command(app, "detect", "Make a control image from a photo or drawing (Canny, scribble, ...)", [] {
@@ -18,6 +18,7 @@ void add_detect_command(CLI::App& app) {
         std::cout << d.name << ": " << d.description;
         if (!d.threshold_a.empty()) std::cout << "; a = " << d.threshold_a << " (default " << d.default_a << ")";
         if (!d.threshold_b.empty()) std::cout << "; b = " << d.threshold_b << " (default " << d.default_b << ")";
+        std::cout << "; framing " << preprocess::to_string(d.framing);
         if (d.checkpoint.empty()) std::cout << "; no checkpoint needed\n";
         else
           std::cout << "; needs " << d.checkpoint
@@ -28,6 +29,7 @@ void add_detect_command(CLI::App& app) {
       return 0;
     }
     if (type.empty() || input.empty() || output.empty()) throw Error("detect needs --type TYPE IN OUT (or --list)");
+    if (!framing.empty()) options.framing = preprocess::parse_framing(framing);
     auto map = preprocess::detect(type, io::read_rgb_image(input), options);
     io::write_png(output, map);
     std::cout << output << " (" << map.cols << "x" << map.rows << ")\n";
@@ -39,6 +41,9 @@ void add_detect_command(CLI::App& app) {
   cmd->add_option("--resolution", options.resolution, "Detect resolution (short side)")->capture_default_str();
   cmd->add_option("--threshold-a", options.threshold_a, "First threshold (see --list)");
   cmd->add_option("--threshold-b", options.threshold_b, "Second threshold (see --list)");
+  cmd->add_option("--framing", framing,
+                  "How the image meets the detect resolution: resize_image (ControlNet 1.1 demos), padded "
+                  "(sd-webui-controlnet), original (no resize); default: the preprocessor's own (see --list)");
   cmd->add_option("--annotator-dir", options.annotator_dir,
                   "Folder of the annotator checkpoints (default: $CONTROLNET_ANNOTATOR_DIR)");
   cmd->add_flag("--list", list, "List the preprocessors, their thresholds and checkpoints");
