@@ -10,6 +10,7 @@
 #include "preprocess/hed.h"
 #include "preprocess/lineart.h"
 #include "preprocess/midas.h"
+#include "preprocess/mlsd_net.h"
 #include "preprocess/model_free.h"
 #include "preprocess/normalbae.h"
 #include "preprocess/pidinet.h"
@@ -135,6 +136,12 @@ const std::vector<Detector>& detectors() {
          cv::Mat out = cv::Mat::zeros(rgb.size(), CV_8U);
          out.setTo(255, darkest < 127);
          return out;
+       }},
+      {"mlsd", "M-LSD straight line segments, white on black (ControlNet 1.1 mlsd)", "score threshold",
+       "distance threshold", 0.1, 0.1, "mlsd_large_512_fp32.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         auto model = mlsd_from_file(annotator_file("mlsd_large_512_fp32.pth", p.annotator_dir));
+         return mlsd_detect(model, rgb, p.a, p.b);
        }},
       {"depth_midas", "MiDaS DPT-Hybrid depth (ControlNet 1.1 depth)", "", "", 0, 0, kMidasCheckpoint,
        [](const cv::Mat& rgb, const DetectParams& p) {
