@@ -9,6 +9,7 @@
 #include "preprocess/edges.h"
 #include "preprocess/hed.h"
 #include "preprocess/lineart.h"
+#include "preprocess/lineart_anime.h"
 #include "preprocess/midas.h"
 #include "preprocess/mlsd_net.h"
 #include "preprocess/model_free.h"
@@ -175,6 +176,12 @@ const std::vector<Detector>& detectors() {
        [](const cv::Mat& rgb, const DetectParams& p) {
          auto model = lineart_from_file(annotator_file("sk_model2.pth", p.annotator_dir));
          return cv::Mat(255 - lineart_map(model, rgb));
+       }},
+      {"lineart_anime", "anime line art (ControlNet 1.1 lineart_anime, Anime2Sketch; white lines on black)", "", "", 0,
+       0, "netG.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         auto model = lineart_anime_from_file(annotator_file("netG.pth", p.annotator_dir));
+         return cv::Mat(255 - lineart_anime_detect(model, rgb));  // the demo's control is 1 - map / 255
        }},
       {"softedge_hed", "HED soft edges (ControlNet 1.1 softedge)", "", "", 0, 0, kHedCheckpoint,
        [](const cv::Mat& rgb, const DetectParams& p) { return hed_of(rgb, p, false); }},
