@@ -1,5 +1,7 @@
 #include "nn/unet_blocks.h"
 
+#include "nn/checkpoint.h"
+
 namespace cn::nn {
 namespace {
 
@@ -20,7 +22,31 @@ Transformer2D make_transformer(const UNetBlockOptions& o) {
   return Transformer2D(t);
 }
 
+// layer->forward(x, y), or that call checkpointed.
+template <typename Layer>
+torch::Tensor run_layer(const std::shared_ptr<Layer>& layer, const torch::Tensor& x, const torch::Tensor& y,
+                        bool checkpointed) {
+  if (!checkpointed) return layer->forward(x, y);
+  const Segment segment = [layer](const std::vector<torch::Tensor>& in) {
+    return std::vector<torch::Tensor>{layer->forward(in[0], in[1])};
+  };
+  return checkpoint(segment, {x, y}, layer->parameters()).at(0);
+}
+
 }  // namespace
+
+torch::Tensor LayerBlockImpl::resnet(size_t i, const torch::Tensor& x, const torch::Tensor& temb) {
+  return run_layer(resnets->ptr<ResnetBlock2DImpl>(i), x, temb, gradient_checkpointing);
+}
+
+torch::Tensor LayerBlockImpl::attention(size_t i, const torch::Tensor& x, const torch::Tensor& context) {
+  return run_layer(attentions->ptr<Transformer2DImpl>(i), x, context, gradient_checkpointing);
+}
+
+void set_gradient_checkpointing(torch::nn::Module& model, bool enabled) {
+  for (const auto& module : model.modules())
+    if (auto block = std::dynamic_pointer_cast<LayerBlockImpl>(module)) block->gradient_checkpointing = enabled;
+}
 
 DownBlockImpl::DownBlockImpl(const UNetBlockOptions& o, bool add_downsample) {
   resnets = register_module("resnets", torch::nn::ModuleList());
@@ -36,8 +62,8 @@ DownBlockImpl::DownBlockImpl(const UNetBlockOptions& o, bool add_downsample) {
 torch::Tensor DownBlockImpl::forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context,
                                      std::vector<torch::Tensor>& skips) {
   for (size_t i = 0; i < resnets->size(); ++i) {
-    x = resnets[i]->as<ResnetBlock2D>()->forward(x, temb);
-    if (!attentions.is_empty()) x = attentions[i]->as<Transformer2D>()->forward(x, context);
+    x = resnet(i, x, temb);
+    if (!attentions.is_empty()) x = attention(i, x, context);
     skips.push_back(x);
   }
   if (!downsamplers.is_empty()) {
@@ -57,10 +83,10 @@ MidBlockImpl::MidBlockImpl(const UNetBlockOptions& o) {
 }
 
 torch::Tensor MidBlockImpl::forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context) {
-  x = resnets[0]->as<ResnetBlock2D>()->forward(x, temb);
+  x = resnet(0, x, temb);
   for (size_t i = 0; i < attentions->size(); ++i) {
-    x = attentions[i]->as<Transformer2D>()->forward(x, context);
-    x = resnets[i + 1]->as<ResnetBlock2D>()->forward(x, temb);
+    x = attention(i, x, context);
+    x = resnet(i + 1, x, temb);
   }
   return x;
 }
@@ -82,8 +108,8 @@ torch::Tensor UpBlockImpl::forward(torch::Tensor x, const torch::Tensor& temb, c
   for (size_t i = 0; i < resnets->size(); ++i) {
     x = torch::cat({x, skips.back()}, 1);
     skips.pop_back();
-    x = resnets[i]->as<ResnetBlock2D>()->forward(x, temb);
-    if (!attentions.is_empty()) x = attentions[i]->as<Transformer2D>()->forward(x, context);
+    x = resnet(i, x, temb);
+    if (!attentions.is_empty()) x = attention(i, x, context);
   }
   if (!upsamplers.is_empty()) {
     // Upsample to the next skip's size, so inputs whose sides are not a

@@ -23,33 +23,49 @@ struct UNetBlockOptions {
   double eps = 1e-5;
 };
 
+// What the three kinds of block share: resnets and transformers, each run
+// either keeping its activations for backward or, under gradient
+// checkpointing, keeping only its input and recomputing the rest in backward.
+// Per layer, as diffusers checkpoints: the largest activations (attention
+// probabilities, GroupNorm/SiLU intermediates) live inside one layer.
+class LayerBlockImpl : public torch::nn::Module {
+ public:
+  bool gradient_checkpointing = false;
+
+ protected:
+  torch::Tensor resnet(size_t i, const torch::Tensor& x, const torch::Tensor& temb);
+  torch::Tensor attention(size_t i, const torch::Tensor& x, const torch::Tensor& context);
+
+  torch::nn::ModuleList resnets{nullptr}, attentions{nullptr};
+};
+
+// Switches gradient checkpointing on or off in every block of `model`.
+void set_gradient_checkpointing(torch::nn::Module& model, bool enabled);
+
 // resnets (+ attentions) then an optional stride-2 downsampler; every layer's
 // output is a skip connection for the up path.
-class DownBlockImpl : public torch::nn::Module {
+class DownBlockImpl : public LayerBlockImpl {
  public:
   DownBlockImpl(const UNetBlockOptions& options, bool add_downsample);
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context,
                         std::vector<torch::Tensor>& skips);
 
  private:
-  torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, downsamplers{nullptr};
+  torch::nn::ModuleList downsamplers{nullptr};
 };
 TORCH_MODULE(DownBlock);
 
 // resnet, transformer, resnet.
-class MidBlockImpl : public torch::nn::Module {
+class MidBlockImpl : public LayerBlockImpl {
  public:
   explicit MidBlockImpl(const UNetBlockOptions& options);
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context);
-
- private:
-  torch::nn::ModuleList resnets{nullptr}, attentions{nullptr};
 };
 TORCH_MODULE(MidBlock);
 
 // Each resnet consumes the last skip (concatenated on channels); then an
 // optional nearest x2 upsampler to the size of the next skip.
-class UpBlockImpl : public torch::nn::Module {
+class UpBlockImpl : public LayerBlockImpl {
  public:
   // skip_channels[i]: channels of the skip the i-th resnet consumes.
   UpBlockImpl(const UNetBlockOptions& options, int64_t prev_out_channels, const std::vector<int64_t>& skip_channels,
@@ -58,7 +74,7 @@ class UpBlockImpl : public torch::nn::Module {
                         std::vector<torch::Tensor>& skips);
 
  private:
-  torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, upsamplers{nullptr};
+  torch::nn::ModuleList upsamplers{nullptr};
 };
 TORCH_MODULE(UpBlock);
 

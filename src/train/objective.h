@@ -27,7 +27,6 @@ struct DiffusionOutputs {
 
 struct DiffusionOptions {
   bool only_mid_control = false;  // keep only the mid-block residual (the original code's option)
-  bool checkpoint_controlnet = false;  // recompute the ControlNet's activations in backward
 };
 
 // Loss of the UNet alone (base training) or steered by `controlnet` (may be

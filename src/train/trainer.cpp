@@ -14,6 +14,7 @@
 #include "io/keymap.h"
 #include "models/controlnet.h"
 #include "models/vae.h"
+#include "nn/unet_blocks.h"
 #include "nn/weights.h"
 #include "pipeline/denoise.h"
 #include "sampling/samplers.h"
@@ -191,6 +192,11 @@ class Trainer {
           if (p.requires_grad()) params.push_back(p);
     }
     if (params.empty()) throw Error("train: nothing to train");
+    if (o.gradient_checkpointing) {
+      // The UNet too: backward reaches the ControlNet through its decoder.
+      for (auto* m : std::vector<torch::nn::Module*>{base_.unet.get(), net_.is_empty() ? nullptr : net_.get()})
+        if (m) nn::set_gradient_checkpointing(*m, true);
+    }
     working_ = params;
     if (o.precision == "bf16") {
       // Everything computes in bf16; the optimizer keeps fp32 masters of the
@@ -357,7 +363,6 @@ class Trainer {
     in.hint = batch.hints;
     DiffusionOptions options;
     options.only_mid_control = o_.only_mid_control;
-    options.checkpoint_controlnet = o_.gradient_checkpointing;
     return diffusion_loss(base_.unet, net_.is_empty() ? nullptr : &net_, base_.schedule, in, options).loss;
   }
 

@@ -42,7 +42,7 @@ struct TrainOptions {
   // bfloat16, while the optimizer updates fp32 master copies of the trained
   // weights and the loss is computed in fp32.
   std::string precision = "fp32";
-  bool gradient_checkpointing = false;  // recompute the ControlNet's activations in backward
+  bool gradient_checkpointing = false;  // UNet and ControlNet layers recomputed in backward
   bool skip_bad = false;                // leave out bad samples instead of stopping
   std::function<void(const std::string&)> warn;  // gets each skipped sample's message
   // Data parallelism: `batch_size` samples per rank and step, gradients

@@ -5,11 +5,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "io/safetensors.h"
+#include "nn/checkpoint.h"
+#include "nn/unet_blocks.h"
 #include "support/golden.h"
 #include "support/loss_csv.h"
-#include "train/checkpoint.h"
 #include "train/dataset.h"
 #include "train/objective.h"
 #include "train/trainer.h"
@@ -21,8 +23,19 @@ namespace {
 
 using cn::testing::losses;
 
-double relative_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a - b).abs().max().item<double>() / std::max(b.abs().max().item<double>(), 1e-30);
+// The backward graph's nodes named `name`, each counted once.
+int count_nodes(const torch::Tensor& root, const std::string& name) {
+  std::vector<torch::autograd::Node*> stack{root.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  int count = 0;
+  while (!stack.empty()) {
+    auto* node = stack.back();
+    stack.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    count += node->name() == name;
+    for (const auto& edge : node->next_edges()) stack.push_back(edge.function.get());
+  }
+  return count;
 }
 
 }  // namespace
@@ -73,7 +86,7 @@ TEST(GradientCheckpointing, SegmentGradientsEqualPlainOnes) {
   auto w = torch::randn({5, 5}, torch::requires_grad());
   auto x = torch::randn({3, 5}, torch::requires_grad());
   auto frozen = torch::randn({3, 5});
-  const train::Segment segment = [&](const std::vector<torch::Tensor>& in) {
+  const nn::Segment segment = [&](const std::vector<torch::Tensor>& in) {
     auto h = torch::tanh(torch::matmul(in[0], w)) * in[1];
     return std::vector<torch::Tensor>{h, h.sum(1)};
   };
@@ -82,15 +95,19 @@ TEST(GradientCheckpointing, SegmentGradientsEqualPlainOnes) {
   const auto gw = w.grad().clone(), gx = x.grad().clone();
   w.mutable_grad().reset();
   x.mutable_grad().reset();
-  auto checked = train::checkpoint(segment, {x, frozen}, {w});
+  auto checked = nn::checkpoint(segment, {x, frozen}, {w});
   EXPECT_TRUE(checked[0].equal(plain[0]));
   (checked[0].pow(2).sum() + checked[1].sum()).backward();
   EXPECT_TRUE(w.grad().equal(gw));
   EXPECT_TRUE(x.grad().equal(gx));
 }
 
-// The ControlNet checkpointed inside the training objective: same loss, same
-// gradient for every ControlNet parameter.
+// UNet and ControlNet checkpointed layer by layer: same loss, and the same
+// gradient for every ControlNet parameter up to float32 rounding. The layers'
+// parameter gradients now come from separate graphs, summed in another order;
+// the rounding is that of the terms summed, so it is measured against the
+// largest gradient (a bias before a GroupNorm has an exact gradient of zero
+// and a computed one of rounding size either way).
 TEST(GradientCheckpointing, ControlNetGradientsEqualPlainBackward) {
   models::UNetConfig config;
   config.block_out_channels = {32, 64};
@@ -113,26 +130,31 @@ TEST(GradientCheckpointing, ControlNetGradientsEqualPlainBackward) {
   const auto schedule = sampling::NoiseSchedule::stable_diffusion();
   train::DiffusionInputs in{torch::randn({2, 4, 16, 16}), torch::randn({2, 7, 16}), torch::randn({2, 4, 16, 16}),
                             torch::tensor({10, 700}), torch::rand({2, 3, 128, 128})};
-  train::DiffusionOptions plain_options, checkpointed_options;
-  checkpointed_options.checkpoint_controlnet = true;
-
-  auto plain = train::diffusion_loss(unet, &net, schedule, in, plain_options);
+  auto plain = train::diffusion_loss(unet, &net, schedule, in);
   plain.loss.backward();
   std::map<std::string, torch::Tensor> expected;
   for (auto& item : net->named_parameters()) {
     expected[item.key()] = item.value().grad().clone();
     item.value().mutable_grad().reset();
   }
-  auto checked = train::diffusion_loss(unet, &net, schedule, in, checkpointed_options);
+  nn::set_gradient_checkpointing(*unet, true);
+  nn::set_gradient_checkpointing(*net, true);
+  auto checked = train::diffusion_loss(unet, &net, schedule, in);
+  // Every resnet and transformer: ControlNet 4 + 2 + 3 (down blocks, mid),
+  // UNet decoder 3 + 6 (its encoder needs no gradient, so records nothing).
+  EXPECT_EQ(count_nodes(plain.loss, "CheckpointBackward"), 0);
+  EXPECT_EQ(count_nodes(checked.loss, "CheckpointBackward"), 4 + 2 + 3 + 3 + 6);
   EXPECT_EQ(checked.loss.item<double>(), plain.loss.item<double>());
   checked.loss.backward();
-  double worst = 0;
+  double largest = 0, worst = 0;
+  for (const auto& [name, grad] : expected) largest = std::max(largest, grad.abs().max().item<double>());
   for (auto& item : net->named_parameters()) {
     ASSERT_TRUE(item.value().grad().defined()) << item.key();
     ASSERT_GT(expected[item.key()].abs().max().item<double>(), 0.0) << item.key();
-    const double rel = relative_diff(item.value().grad(), expected[item.key()]);
-    worst = std::max(worst, rel);
-    EXPECT_LT(rel, 1e-6) << item.key();
+    const double diff = (item.value().grad() - expected[item.key()]).abs().max().item<double>() / largest;
+    worst = std::max(worst, diff);
+    EXPECT_LT(diff, 1e-5) << item.key();
   }
-  std::cout << "[ figures  ] checkpointed vs plain ControlNet gradients: max relative difference " << worst << "\n";
+  std::cout << "[ figures  ] checkpointed vs plain ControlNet gradients: max difference " << worst
+            << " of the largest gradient\n";
 }

@@ -81,7 +81,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--precision", o.precision, "fp32, or bf16 (frozen parts and compute in bf16, fp32 master weights)")
       ->capture_default_str();
   cmd->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
-                "Recompute the ControlNet's activations in backward (less memory, ~1/3 more compute)");
+                "Recompute UNet and ControlNet layers in backward instead of keeping their activations "
+                "(less memory, about one more forward pass)");
   cmd->add_flag("--skip-bad", o.skip_bad, "Leave out bad samples (reported, counted) instead of stopping");
   cmd->add_option("--model", o.model, "Base SD model (diffusers folder or LDM file)")->required();
   cmd->add_option("--data", o.data, "Dataset folder with prompt.json (Fill50K layout)")->required();

@@ -8,7 +8,7 @@
 #include <functional>
 #include <vector>
 
-namespace cn::train {
+namespace cn::nn {
 
 using Segment = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;
 
@@ -18,4 +18,4 @@ using Segment = std::function<std::vector<torch::Tensor>(const std::vector<torch
 std::vector<torch::Tensor> checkpoint(const Segment& segment, const std::vector<torch::Tensor>& inputs,
                                       const std::vector<torch::Tensor>& parameters);
 
-}  // namespace cn::train
+}  // namespace cn::nn

@@ -1,8 +1,8 @@
-#include "train/checkpoint.h"
+#include "nn/checkpoint.h"
 
 #include <torch/csrc/autograd/function.h>
 
-namespace cn::train {
+namespace cn::nn {
 namespace {
 
 using torch::autograd::variable_list;
@@ -74,4 +74,4 @@ std::vector<torch::Tensor> checkpoint(const Segment& segment, const std::vector<
   return outputs;
 }
 
-}  // namespace cn::train
+}  // namespace cn::nn
