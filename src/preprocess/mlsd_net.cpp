@@ -185,10 +185,12 @@ torch::Tensor MlsdLargeImpl::forward(const torch::Tensor& x) {
   // concatenates maps that must then match.
   if (x.dim() != 4 || x.size(1) != 4 || x.size(2) % 16 != 0 || x.size(3) % 16 != 0)
     throw Error("M-LSD: the input must be (B, 4, H, W) with H and W multiples of 16");
-  const auto taps = backbone_->forward(x);
+  // Channels-last runs the convolutions (depthwise ones above all) through
+  // oneDNN's fast kernels: about twice as fast at 512 x 512 on this CPU build.
+  const auto taps = backbone_->forward(x.contiguous(torch::MemoryFormat::ChannelsLast));
   torch::Tensor h = taps[4];
   for (size_t i = 0; i < merges_.size(); ++i) h = refines_[i]->forward(merges_[i]->forward(taps[3 - i], h));
-  return head_->forward(h).slice(1, 7);
+  return head_->forward(h).slice(1, 7).contiguous();
 }
 
 MlsdLarge load_mlsd(const io::TensorMap& state_dict, const std::string& what) {
