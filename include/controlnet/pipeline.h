@@ -44,6 +44,9 @@ struct ControlNetUnit {
   ControlMode mode = ControlMode::balanced;
   std::string resize_mode = "crop-and-resize";  // just-resize | crop-and-resize | resize-and-fill
   std::string preprocess;                     // run this preprocessor on the image first (e.g. "canny")
+  // Inpaint ControlNet (control_v11p_sd15_inpaint): mask file, white = repaint,
+  // fitted like the image; the control is the image with those pixels at -1.
+  std::string mask;
 };
 
 struct ModelOptions {

@@ -13,6 +13,7 @@
 #include "pipeline/denoise.h"
 #include "pipeline/default_model.h"
 #include "pipeline/prompt.h"
+#include "preprocess/inpaint.h"
 #include "preprocess/preprocess.h"
 #include "sampling/samplers.h"
 #include "models/vae.h"
@@ -220,8 +221,13 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
       detect.annotator_dir = o.annotator_dir;
       source = preprocess::detect(unit.preprocess, source, detect);
     }
-    auto image = io::fit_image(source, o.width, o.height, io::parse_resize_mode(unit.resize_mode));
-    auto hint = io::image_to_tensor(image).to(m.device, m.dtype);
+    const auto fit = io::parse_resize_mode(unit.resize_mode);
+    auto image = io::fit_image(source, o.width, o.height, fit);
+    // Inpaint: the mask is fitted as the image is, then marks the pixels to repaint.
+    auto hint = unit.mask.empty() ? io::image_to_tensor(image)
+                                  : preprocess::inpaint_control(
+                                        image, io::fit_image(io::read_rgb_image(unit.mask), o.width, o.height, fit));
+    hint = hint.to(m.device, m.dtype);
     controls.push_back({net, net->embed_hint(hint), unit.scale, unit.start, unit.end, unit.mode});
   }
 

@@ -8,7 +8,9 @@
 
 #include "controlnet/error.h"
 #include "io/safetensors.h"
+#include "io/image.h"
 #include "preprocess/ade20k.h"
+#include "preprocess/inpaint.h"
 #include "preprocess/model_free.h"
 #include "preprocess/numpy_random.h"
 #include "preprocess/preprocess.h"
@@ -255,6 +257,31 @@ TEST(Framing, NamesRoundTrip) {
   for (auto f : {preprocess::Framing::resize_image, preprocess::Framing::padded, preprocess::Framing::original})
     EXPECT_EQ(preprocess::parse_framing(preprocess::to_string(f)), f);
   EXPECT_THROW(preprocess::parse_framing("pad"), Error);
+}
+
+// ControlNet 1.1 inpaint: image / 255 where kept, -1 on all channels where
+// the mask is above 127 (mask / 255 > 0.5).
+TEST(InpaintControl, MaskedPixelsAreMinusOne) {
+  cv::Mat image(4, 6, CV_8UC3);
+  cv::randu(image, 0, 256);
+  cv::Mat mask = cv::Mat::zeros(4, 6, CV_8U);
+  mask.at<uint8_t>(0, 1) = 127;  // kept: 127 / 255 < 0.5
+  mask.at<uint8_t>(1, 2) = 128;  // repainted
+  mask.at<uint8_t>(3, 5) = 255;
+  const auto control = preprocess::inpaint_control(image, mask);
+  ASSERT_EQ(control.sizes(), (std::vector<int64_t>{1, 3, 4, 6}));
+  const auto kept = io::image_to_tensor(image);
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 6; ++x)
+      for (int c = 0; c < 3; ++c) {
+        const float expected = mask.at<uint8_t>(y, x) > 127 ? -1.0f : kept[0][c][y][x].item<float>();
+        EXPECT_EQ(control[0][c][y][x].item<float>(), expected) << x << "," << y << " channel " << c;
+      }
+  // An RGB mask is read from its first channel (the demo's mask[:, :, 0]).
+  cv::Mat rgb_mask;
+  cv::merge(std::vector<cv::Mat>{mask, cv::Mat::zeros(4, 6, CV_8U), cv::Mat(4, 6, CV_8U, cv::Scalar(255))}, rgb_mask);
+  EXPECT_TRUE(torch::equal(preprocess::inpaint_control(image, rgb_mask), control));
+  EXPECT_THROW(preprocess::inpaint_control(image, cv::Mat::zeros(4, 5, CV_8U)), Error);
 }
 
 }  // namespace

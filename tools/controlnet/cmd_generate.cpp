@@ -15,7 +15,8 @@ namespace {
 struct GenerateArgs {
   ModelOptions model;
   GenerateOptions gen;
-  std::vector<std::string> controlnets, control_images, control_modes, resize_modes, preprocessors;
+  std::vector<std::string> controlnets, control_images, control_modes, resize_modes, preprocessors,
+      control_masks;
   std::vector<double> scales, starts, ends;
   std::string output = "output.png";
 };
@@ -53,6 +54,7 @@ void build_units(GenerateArgs& a) {
     u.mode = parse_control_mode(per_unit(a.control_modes, i, std::string("balanced"), "--control-mode"));
     u.resize_mode = per_unit(a.resize_modes, i, std::string("crop-and-resize"), "--resize-mode");
     u.preprocess = per_unit(a.preprocessors, i, std::string(), "--preprocess");
+    u.mask = per_unit(a.control_masks, i, std::string(), "--control-mask");
     a.gen.controls.push_back(u);
   }
 }
@@ -137,6 +139,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--control-mode", a.control_modes, "balanced, prompt or controlnet (default balanced)")->group(control);
   cmd->add_option("--resize-mode", a.resize_modes, "just-resize, crop-and-resize, resize-and-fill")->group(control);
   cmd->add_option("--preprocess", a.preprocessors, "Run this preprocessor on the control image first (see detect --list)")->group(control);
+  cmd->add_option("--control-mask", a.control_masks,
+                  "Inpaint ControlNet: mask image, white = repaint (those control pixels become -1)")
+      ->group(control);
   cmd->add_option("--annotator-dir", g.annotator_dir, "Folder of the annotator checkpoints for --preprocess (default: $CONTROLNET_ANNOTATOR_DIR)")->group(control);
   cmd->add_flag("--guess-mode", g.guess_mode, "ControlNet on the conditional half only, with logspace scales")->group(control);
 
