@@ -5,11 +5,15 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "preprocess/openpose_util.h"
+
 namespace cn::preprocess {
 namespace {
 
+using namespace openpose_detail;
+
 constexpr double kBoxSize = 368.0, kScale = 0.5;
-constexpr int kStride = 8;
+constexpr int kStride = 8, kPadValue = 128;
 constexpr double kPeakThreshold = 0.1, kPafThreshold = 0.05;
 constexpr int kParts = 18, kLimbCount = 19, kPafSamples = 10;
 
@@ -27,88 +31,12 @@ cv::Size truncated_size(int height, int width, double f) {
   return cv::Size(int(double(width) * f), int(double(height) * f));
 }
 
-// annotator.util smart_resize on one float32 channel: INTER_AREA when the
-// summed side shrinks, else Lanczos.
-cv::Mat smart_resize(const cv::Mat& x, cv::Size target) {
-  const double k = double(target.height + target.width) / double(x.rows + x.cols);
-  cv::Mat out;
-  cv::resize(x, out, target, 0, 0, k < 1 ? cv::INTER_AREA : cv::INTER_LANCZOS4);
-  return out;
-}
-
-// smart_resize_k: the target side is int(side * f), truncated.
-cv::Mat smart_resize_k(const cv::Mat& x, double f) {
-  return smart_resize(x, truncated_size(x.rows, x.cols, f));
-}
-
 // One output channel back to the image: x8, crop the padding, resize to the
 // image; as float64 (the reference accumulates into a float64 average).
 cv::Mat channel_to_image(const torch::Tensor& maps, int64_t channel, cv::Size unpadded, cv::Size image) {
-  auto c = maps[0][channel].contiguous().to(torch::kFloat32);
-  cv::Mat small(int(c.size(0)), int(c.size(1)), CV_32F, c.data_ptr<float>());
-  cv::Mat full = smart_resize_k(small.clone(), kStride)(cv::Rect(0, 0, unpadded.width, unpadded.height));
+  cv::Mat full = smart_resize_k(output_channel(maps, channel), kStride)(cv::Rect(0, 0, unpadded.width, unpadded.height));
   cv::Mat out;
   smart_resize(full.clone(), image).convertTo(out, CV_64F);
-  return out;
-}
-
-// numpy's pairwise summation for a short float64 array (8 partial sums).
-double numpy_sum(const std::vector<double>& v) {
-  if (v.size() < 8) {
-    double s = 0.0;
-    for (double x : v) s += x;
-    return s;
-  }
-  std::array<double, 8> r{};
-  for (size_t i = 0; i < 8; ++i) r[i] = v[i];
-  size_t i = 8;
-  for (; i + 8 <= v.size(); i += 8)
-    for (size_t j = 0; j < 8; ++j) r[j] += v[i + j];
-  double s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-  for (; i < v.size(); ++i) s += v[i];
-  return s;
-}
-
-// scipy.ndimage.gaussian_filter(sigma=3): truncate 4 -> radius 12, mode
-// 'reflect' (edge sample repeated), rows then columns, float64, with scipy's
-// symmetric accumulation (centre, then pairs of mirrored taps).
-cv::Mat gaussian_filter_sigma3(const cv::Mat& x) {
-  constexpr int kRadius = 12;
-  constexpr double kSigma = 3.0;
-  std::vector<double> phi;
-  for (int i = -kRadius; i <= kRadius; ++i) phi.push_back(std::exp(-0.5 / (kSigma * kSigma) * double(i * i)));
-  const double total = numpy_sum(phi);
-  for (double& p : phi) p /= total;
-  const auto reflect = [](int i, int n) {
-    // (d c b a | a b c d | d c b a), periodic with 2n.
-    const int period = 2 * n;
-    i %= period;
-    if (i < 0) i += period;
-    return i < n ? i : period - 1 - i;
-  };
-  const auto filter_line = [&](const std::vector<double>& line) {
-    const int n = int(line.size());
-    std::vector<double> out(size_t(n), 0.0);
-    for (int i = 0; i < n; ++i) {
-      double acc = line[size_t(i)] * phi[kRadius];
-      for (int j = 1; j <= kRadius; ++j)
-        acc += (line[size_t(reflect(i + j, n))] + line[size_t(reflect(i - j, n))]) * phi[size_t(kRadius + j)];
-      out[size_t(i)] = acc;
-    }
-    return out;
-  };
-  cv::Mat out = x.clone();
-  for (int c = 0; c < out.cols; ++c) {
-    std::vector<double> line(size_t(out.rows));
-    for (int r = 0; r < out.rows; ++r) line[size_t(r)] = out.at<double>(r, c);
-    const auto filtered = filter_line(line);
-    for (int r = 0; r < out.rows; ++r) out.at<double>(r, c) = filtered[size_t(r)];
-  }
-  for (int r = 0; r < out.rows; ++r) {
-    std::vector<double> line(out.ptr<double>(r), out.ptr<double>(r) + out.cols);
-    const auto filtered = filter_line(line);
-    std::copy(filtered.begin(), filtered.end(), out.ptr<double>(r));
-  }
   return out;
 }
 
@@ -150,8 +78,11 @@ struct Connection {
 }  // namespace
 
 cv::Size body_net_unpadded_size(int height, int width) {
-  const double f = kScale * kBoxSize / double(height);
-  return truncated_size(height, width, f);
+  return truncated_size(height, width, kScale * kBoxSize / double(height));
+}
+
+torch::Tensor body_net_input(const cv::Mat& bgr) {
+  return bgr_to_net_input(pad_right_down(smart_resize_k(bgr, kScale * kBoxSize / double(bgr.rows)), kStride, kPadValue));
 }
 
 BodyDecoding decode_body(const torch::Tensor& pafs, const torch::Tensor& heatmaps, int height, int width) {

@@ -25,6 +25,11 @@ struct BodyDecoding {
 // padding to a multiple of 8: what the decoder crops the maps back to.
 cv::Size body_net_unpadded_size(int height, int width);
 
+// The body network's input for a uint8 BGR image: resized by 0.5 * 368 / H
+// (util.smart_resize_k), padded right/bottom with 128 to multiples of 8,
+// as (1, 3, Hp, Wp) float32 x / 256 - 0.5.
+torch::Tensor body_net_input(const cv::Mat& bgr);
+
 // Decodes the network outputs for an image of height x width: `pafs`
 // (1, 38, h, w) and `heatmaps` (1, 19, h, w) at 1/8 of the padded input.
 BodyDecoding decode_body(const torch::Tensor& pafs, const torch::Tensor& heatmaps, int height, int width);
