@@ -14,6 +14,7 @@
 #include "preprocess/mlsd_net.h"
 #include "preprocess/model_free.h"
 #include "preprocess/normalbae.h"
+#include "preprocess/openpose.h"
 #include "preprocess/pidinet.h"
 #include "preprocess/shuffle.h"
 
@@ -95,6 +96,20 @@ cv::Mat hed_of(const cv::Mat& rgb, const DetectParams& p, bool safe) {
 cv::Mat pidinet_of(const cv::Mat& rgb, const DetectParams& p, bool safe) {
   auto model = pidinet_from_file(annotator_file(kPidinetCheckpoint, p.annotator_dir));
   return pidinet_detect(model, rgb, safe);
+}
+
+// OpenPose with the parts asked for: the hand and face networks are loaded
+// (and their files required) only when those parts are.
+cv::Mat openpose_of(const cv::Mat& rgb, const DetectParams& p, const PoseDrawOptions& parts) {
+  const auto file = [&](bool needed, const char* name) {
+    return needed ? annotator_file(name, p.annotator_dir) : std::filesystem::path();
+  };
+  const auto nets = openpose_networks_from_files(file(true, "body_pose_model.pth"),
+                                                 file(parts.hands, "hand_pose_model.pth"),
+                                                 file(parts.faces, "facenet.pth"));
+  const auto detection = detect_openpose(rgb, nets, parts.hands, parts.faces);
+  if (p.pose_json) p.pose_json(openpose_keypoints_json(detection).dump());
+  return draw_pose(detection.pose, detection.height, detection.width, parts);
 }
 
 // sd-webui-controlnet's scribble_hed / scribble_pidinet: the demo's fake
@@ -183,6 +198,22 @@ const std::vector<Detector>& detectors() {
          auto model = lineart_anime_from_file(annotator_file("netG.pth", p.annotator_dir));
          return cv::Mat(255 - lineart_anime_detect(model, rgb));  // the demo's control is 1 - map / 255
        }},
+      {"openpose", "OpenPose body keypoints drawn as limbs and joints (ControlNet 1.1 openpose)", "", "", 0, 0,
+       "body_pose_model.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) { return openpose_of(rgb, p, {true, false, false}); }},
+      {"openpose_hand", "OpenPose body and hands (also needs hand_pose_model.pth)", "", "", 0, 0,
+       "body_pose_model.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) { return openpose_of(rgb, p, {true, true, false}); }},
+      {"openpose_face", "OpenPose body and face landmarks (also needs facenet.pth)", "", "", 0, 0,
+       "body_pose_model.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) { return openpose_of(rgb, p, {true, false, true}); }},
+      {"openpose_faceonly", "OpenPose face landmarks only, found from the body (also needs facenet.pth)", "", "", 0,
+       0, "body_pose_model.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) { return openpose_of(rgb, p, {false, false, true}); }},
+      {"openpose_full",
+       "OpenPose body, hands and face (ControlNet 1.1 Openpose_Full; also needs hand_pose_model.pth and facenet.pth)",
+       "", "", 0, 0, "body_pose_model.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) { return openpose_of(rgb, p, {true, true, true}); }},
       {"softedge_hed", "HED soft edges (ControlNet 1.1 softedge)", "", "", 0, 0, kHedCheckpoint,
        [](const cv::Mat& rgb, const DetectParams& p) { return hed_of(rgb, p, false); }},
       {"softedge_hedsafe", "HED soft edges quantised to a few levels (safe_step)", "", "", 0, 0, kHedCheckpoint,
@@ -214,6 +245,7 @@ cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOption
   params.a = options.threshold_a < 0 ? d.default_a : options.threshold_a;
   params.b = options.threshold_b < 0 ? d.default_b : options.threshold_b;
   params.annotator_dir = options.annotator_dir;
+  params.pose_json = options.pose_json;
   const auto rgb = hwc3(image);
   switch (options.framing.value_or(d.framing)) {
     case Framing::resize_image: return hwc3(d.run(resize_image(rgb, options.resolution), params));

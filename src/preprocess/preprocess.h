@@ -47,6 +47,10 @@ struct DetectOptions {
   double threshold_b = -1;
   std::string annotator_dir;  // where the annotator checkpoints are; empty: $CONTROLNET_ANNOTATOR_DIR
   std::optional<Framing> framing;  // empty: the detector's own (that of the code it reproduces)
+  // Given to the pose detectors (openpose*), which call it with the keypoints
+  // as OpenPose JSON text (sd-webui-controlnet's json_pose_callback); the
+  // other detectors ignore it.
+  std::function<void(const std::string& json)> pose_json;
 };
 
 // What a detector is run with: its thresholds (defaults applied) and where
@@ -54,6 +58,7 @@ struct DetectOptions {
 struct DetectParams {
   double a = 0, b = 0;
   std::string annotator_dir;
+  std::function<void(const std::string& json)> pose_json;  // DetectOptions::pose_json
 };
 
 struct Detector {

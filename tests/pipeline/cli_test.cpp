@@ -10,6 +10,7 @@
 
 #include "controlnet/pipeline.h"
 #include "io/image.h"
+#include "preprocess/openpose_draw.h"
 #include "support/golden.h"
 #include "support/preprocess_fixtures.h"
 #include "support/recipe.h"
@@ -140,6 +141,63 @@ TEST(Cli, DetectRunsAnAnnotatorCheckpointOrNamesTheDownload) {
   EXPECT_NE(r.output.find("https://huggingface.co/lllyasviel/Annotators/resolve/main/table5_pidinet.pth"),
             std::string::npos)
       << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  fs::remove_all(annotators);
+}
+
+// `controlnet detect --type openpose --pose-json`: the body checkpoint (recipe
+// as body_pose_model.safetensors) gives the annotator's pose, drawn and as
+// sd-webui-controlnet's keypoints JSON; the hand stage names its missing file;
+// a detector without keypoints refuses --pose-json and writes nothing.
+TEST(Cli, DetectOpenposeWritesTheMapAndTheKeypointsJson) {
+  CN_REQUIRE_GOLDEN();
+  const auto case_dir = cn::testing::preprocess_case_dir("openpose_nets");
+  const auto manifest = cn::testing::preprocess_manifest("openpose_nets");
+  const auto annotators = fs::temp_directory_path() / "cn_cli_openpose";
+  const auto out = fs::temp_directory_path() / "cn_cli_openpose.png";
+  const auto json_path = fs::temp_directory_path() / "cn_cli_openpose.json";
+  fs::remove_all(annotators);
+  fs::create_directories(annotators);
+  cn::io::save_safetensors((annotators / "body_pose_model.safetensors").string(),
+                           cn::testing::recipe_weights(cn::testing::recipe_path("openpose_body")));
+  const auto input = (case_dir / "figure_rgba_input.png").string();  // 384 x 256: resize_image(256) keeps it
+  const std::string dir = " --resolution 256 --annotator-dir " + annotators.string();
+  auto r = cli("detect --type openpose " + input + " " + out.string() + dir + " --pose-json " + json_path.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+
+  std::ifstream in(json_path);
+  const auto json = nlohmann::json::parse(in);
+  EXPECT_EQ(json.at("canvas_width").get<int>(), 256);
+  EXPECT_EQ(json.at("canvas_height").get<int>(), 384);
+  const auto& pose = manifest.at("detected_pose").at("bodies");
+  ASSERT_EQ(json.at("people").size(), pose.at("subset").size());
+  for (size_t person = 0; person < json.at("people").size(); ++person) {
+    const auto& p = json.at("people")[person];
+    EXPECT_TRUE(p.at("hand_left_keypoints_2d").is_null());
+    EXPECT_TRUE(p.at("face_keypoints_2d").is_null());
+    const auto& flat = p.at("pose_keypoints_2d");
+    ASSERT_EQ(flat.size(), 54u);
+    for (size_t part = 0; part < 18; ++part) {
+      const int index = int(pose.at("subset")[person][part].get<double>());
+      const double x = index == -1 ? 0.0 : pose.at("candidate")[size_t(index)][0].get<double>();
+      EXPECT_EQ(flat[part * 3].get<double>(), x) << "person " << person << " part " << part;
+      EXPECT_EQ(flat[part * 3 + 2].get<double>(), index == -1 ? 0.0 : 1.0);
+    }
+  }
+  // The map: the annotator's pose, body only.
+  cn::preprocess::PoseResult expected;
+  for (const auto& c : pose.at("candidate")) expected.bodies.candidate.push_back({c[0].get<double>(), c[1].get<double>()});
+  for (const auto& row : pose.at("subset")) expected.bodies.subset.push_back(row.get<std::vector<double>>());
+  EXPECT_EQ(cn::testing::differing_pixels(cn::testing::read_png(out), cn::preprocess::draw_pose(expected, 384, 256)), 0);
+
+  r = cli("detect --type openpose_hand " + input + " " + out.string() + dir);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("hand_pose_model.pth"), std::string::npos) << r.output;
+
+  fs::remove(out);
+  r = cli("detect --type canny " + input + " " + out.string() + " --pose-json " + json_path.string());
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("gives no keypoints"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out));
   fs::remove_all(annotators);
 }

@@ -1,4 +1,5 @@
 // `controlnet detect`: run a condition preprocessor on an image.
+#include <fstream>
 #include <iostream>
 
 #include "commands.h"
@@ -9,7 +10,7 @@
 namespace cn::cli {
 
 void add_detect_command(CLI::App& app) {
-  static std::string type, input, output, framing;
+  static std::string type, input, output, framing, pose_json;
   static preprocess::DetectOptions options;
   static bool list = false;
   auto* cmd = add_command(app, "detect", "Make a control image from a photo or drawing (Canny, scribble, ...)", [] {
@@ -30,7 +31,14 @@ void add_detect_command(CLI::App& app) {
     }
     if (type.empty() || input.empty() || output.empty()) throw Error("detect needs --type TYPE IN OUT (or --list)");
     if (!framing.empty()) options.framing = preprocess::parse_framing(framing);
+    std::string keypoints;  // what a pose detector reported
+    if (!pose_json.empty()) options.pose_json = [&keypoints](const std::string& json) { keypoints = json; };
     auto map = preprocess::detect(type, io::read_rgb_image(input), options);
+    if (!pose_json.empty()) {
+      if (keypoints.empty()) throw Error("--pose-json: " + type + " gives no keypoints (use an openpose preprocessor)");
+      std::ofstream out(pose_json);
+      if (!(out << keypoints << "\n")) throw Error("cannot write " + pose_json);
+    }
     io::write_png(output, map);
     std::cout << output << " (" << map.cols << "x" << map.rows << ")\n";
     return 0;
@@ -46,6 +54,9 @@ void add_detect_command(CLI::App& app) {
                   "(sd-webui-controlnet), original (no resize); default: the preprocessor's own (see --list)");
   cmd->add_option("--annotator-dir", options.annotator_dir,
                   "Folder of the annotator checkpoints (default: $CONTROLNET_ANNOTATOR_DIR)");
+  cmd->add_option("--pose-json", pose_json,
+                  "With an openpose preprocessor: also write the keypoints as OpenPose JSON (sd-webui-controlnet's "
+                  "format, coordinates normalised to the map)");
   cmd->add_flag("--list", list, "List the preprocessors, their thresholds and checkpoints");
 }
 
