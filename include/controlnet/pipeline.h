@@ -45,8 +45,9 @@ struct ControlNetUnit {
   std::string resize_mode = "crop-and-resize";  // just-resize | crop-and-resize | resize-and-fill
   std::string preprocess;                     // run this preprocessor on the image first (e.g. "canny")
   // Inpaint ControlNet (control_v11p_sd15_inpaint): mask file, white = repaint,
-  // fitted like the image; the control is the image with those pixels at -1.
+  // fitted like the image; the control is the image with those pixels at -1 ...
   std::string mask;
+  Image mask_pixels;                          // ... or its pixels (empty: no mask)
 };
 
 struct ModelOptions {

@@ -184,10 +184,10 @@ cv::Mat rgb_view(const Image& image) {
   return cv::Mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
 }
 
-// A caller's in-memory image as an OpenCV RGB matrix (a copy).
-cv::Mat image_pixels(const Image& image) {
+// A caller's in-memory image as an OpenCV RGB matrix (a copy); `what` names it in errors.
+cv::Mat image_pixels(const Image& image, const std::string& what) {
   if (image.width <= 0 || image.height <= 0 || image.rgb.size() != size_t(image.width) * image.height * 3)
-    throw Error("control image: give a file, or pixels whose size is width x height x 3 (got " +
+    throw Error(what + ": give a file, or pixels whose size is width x height x 3 (got " +
                 std::to_string(image.rgb.size()) + " bytes for " + std::to_string(image.width) + "x" +
                 std::to_string(image.height) + ")");
   return rgb_view(image).clone();
@@ -213,7 +213,7 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
   std::vector<pipeline::ActiveControlNet> controls;
   for (const auto& unit : o.controls) {
     auto net = m.controlnet(unit.model);
-    auto source = unit.image.empty() ? image_pixels(unit.pixels) : io::read_rgb_image(unit.image);
+    auto source = unit.image.empty() ? image_pixels(unit.pixels, "control image") : io::read_rgb_image(unit.image);
     // Detect at the output's short side ("pixel perfect"), then fit as usual.
     if (!unit.preprocess.empty()) {
       preprocess::DetectOptions detect;
@@ -224,9 +224,13 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
     const auto fit = io::parse_resize_mode(unit.resize_mode);
     auto image = io::fit_image(source, o.width, o.height, fit);
     // Inpaint: the mask is fitted as the image is, then marks the pixels to repaint.
-    auto hint = unit.mask.empty() ? io::image_to_tensor(image)
-                                  : preprocess::inpaint_control(
-                                        image, io::fit_image(io::read_rgb_image(unit.mask), o.width, o.height, fit));
+    torch::Tensor hint;
+    if (!unit.mask.empty() || !unit.mask_pixels.rgb.empty()) {
+      auto mask = unit.mask.empty() ? image_pixels(unit.mask_pixels, "inpaint mask") : io::read_rgb_image(unit.mask);
+      hint = preprocess::inpaint_control(image, io::fit_image(mask, o.width, o.height, fit));
+    } else {
+      hint = io::image_to_tensor(image);
+    }
     hint = hint.to(m.device, m.dtype);
     controls.push_back({net, net->embed_hint(hint), unit.scale, unit.start, unit.end, unit.mode});
   }

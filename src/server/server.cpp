@@ -150,7 +150,7 @@ GenerateOptions Server::Impl::parse_request(const httplib::Request& req) {
   if (!controls.is_array()) throw Error("'controls' must be a list");
   for (const auto& c : controls) {
     if (!c.is_object()) throw Error("each control must be a JSON object");
-    reject_unknown_keys(c, {"controlnet", "image", "scale", "start", "end", "mode", "resize_mode", "preprocess"},
+    reject_unknown_keys(c, {"controlnet", "image", "scale", "start", "end", "mode", "resize_mode", "preprocess", "mask"},
                         "control");
     ControlNetUnit u;
     std::string name = get<std::string>(c, "controlnet", "");
@@ -172,6 +172,12 @@ GenerateOptions Server::Impl::parse_request(const httplib::Request& req) {
     u.resize_mode = get<std::string>(c, "resize_mode", u.resize_mode);
     u.preprocess = get<std::string>(c, "preprocess", "");
     if (!u.preprocess.empty()) preprocess::find_detector(u.preprocess);
+    const auto mask_part = get<std::string>(c, "mask", "");  // inpaint: the form part of the mask
+    if (!mask_part.empty()) {
+      if (!req.has_file(mask_part)) throw Error("inpaint mask form part '" + mask_part + "' is missing");
+      u.mask_pixels =
+          to_image(io::decode_rgb_image(req.get_file_value(mask_part).content, "inpaint mask '" + mask_part + "'"));
+    }
     o.controls.push_back(std::move(u));
   }
   return o;
@@ -260,6 +266,7 @@ void Server::Impl::add_routes() {
                            {"threshold_b", d.threshold_b},
                            {"default_a", d.default_a},
                            {"default_b", d.default_b},
+                           {"framing", preprocess::to_string(d.framing)},
                            {"available", d.checkpoint.empty() ||
                                              preprocess::annotator_file_present(d.checkpoint, options.annotator_dir)}});
     json controlnets = json::array();
@@ -345,6 +352,7 @@ void Server::Impl::add_routes() {
       o.resolution = int(number("resolution", o.resolution));
       o.threshold_a = number("threshold_a", o.threshold_a);
       o.threshold_b = number("threshold_b", o.threshold_b);
+      if (!field("framing").empty()) o.framing = preprocess::parse_framing(field("framing"));
       const auto map = preprocess::detect(field("type"), io::decode_rgb_image(field("image"), "image"), o);
       res.set_content(io::encode_png(map), "image/png");
     } catch (const Error& e) {

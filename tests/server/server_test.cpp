@@ -125,6 +125,50 @@ TEST_F(ServerTest, JobGivesTheLibrarysImageWithItsParameters) {
   EXPECT_NE(text[0].second.find("Seed: 7"), std::string::npos) << text[0].second;
 }
 
+// An inpaint mask as a form part gives what the library gives with the same mask file.
+TEST_F(ServerTest, InpaintMaskPartGivesTheLibrarysImage) {
+  const auto mask_file = fs::temp_directory_path() / "cn_server_mask.png";
+  cv::Mat mask = cv::Mat::zeros(64, 64, CV_8UC3);
+  mask(cv::Rect(0, 0, 32, 64)).setTo(cv::Scalar::all(255));
+  io::write_png(mask_file.string(), mask);
+  const json options = {{"prompt", "red circle with blue background"},
+                        {"steps", 4},
+                        {"seed", 3},
+                        {"controls", {{{"image", "c0"}, {"mask", "m0"}}}}};
+  auto res = submit(options, {{"c0", read_bytes(kControl), "circle.png", "image/png"},
+                              {"m0", read_bytes(mask_file), "mask.png", "image/png"}});
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 202) << res->body;
+  const auto id = json::parse(res->body)["id"].get<std::string>();
+  ASSERT_EQ(wait(id)["state"], "done");
+  auto png = client().Get("/api/jobs/" + id + "/images/0");
+  ASSERT_TRUE(png);
+  const auto served = io::decode_rgb_image(png->body, "served image");
+
+  GenerateOptions o;
+  o.prompt = options["prompt"];
+  o.steps = 4;
+  o.seed = 3;
+  ControlNetUnit unit;
+  unit.model = (fs::path(default_model_dir()) / "controlnet").string();
+  unit.image = kControl.string();
+  unit.mask = mask_file.string();
+  o.controls.push_back(unit);
+  auto pipe = Pipeline::load({});
+  const auto expected = pipe->generate(o).at(0);
+  ASSERT_EQ(served.cols, expected.image.width);
+  EXPECT_EQ(0, std::memcmp(served.data, expected.image.rgb.data(), expected.image.rgb.size()));
+  unit.mask.clear();
+  o.controls = {unit};
+  EXPECT_NE(pipe->generate(o).at(0).image.rgb, expected.image.rgb);  // the mask mattered
+
+  res = submit({{"controls", {{{"image", "c0"}, {"mask", "m1"}}}}},
+               {{"c0", read_bytes(kControl), "circle.png", "image/png"}});
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(error_of(res).find("inpaint mask form part 'm1' is missing"), std::string::npos) << error_of(res);
+}
+
 TEST_F(ServerTest, BadRequestsGetOneClearMessage) {
   auto res = client().Post("/api/jobs", httplib::MultipartFormDataItems{{"prompt", "a form without options", "", ""}});
   ASSERT_TRUE(res);
@@ -197,6 +241,21 @@ TEST_F(ServerTest, DetectAndPageAndInfo) {
   const auto expected = preprocess::detect("canny", io::read_rgb_image(kControl.string()), {128});
   ASSERT_EQ(served.size(), expected.size());
   EXPECT_EQ(cv::norm(served, expected, cv::NORM_INF), 0);
+
+  // sd-webui-controlnet's framing: short side 100, no x64 rounding (the default framing gives 128 x 128).
+  items[2].content = "100";
+  items.push_back({"framing", "padded", "", ""});
+  res = client().Post("/api/detect", items);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  preprocess::DetectOptions padded{100};
+  padded.framing = preprocess::Framing::padded;
+  const auto padded_map = preprocess::detect("canny", io::read_rgb_image(kControl.string()), padded);
+  EXPECT_EQ(padded_map.size(), cv::Size(100, 100));
+  const auto served_padded = io::decode_rgb_image(res->body, "served map");
+  ASSERT_EQ(served_padded.size(), padded_map.size());
+  EXPECT_EQ(cv::norm(served_padded, padded_map, cv::NORM_INF), 0);
+  items.pop_back();
 
   items[1].content = "telepathy";
   res = client().Post("/api/detect", items);
