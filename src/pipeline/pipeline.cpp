@@ -18,6 +18,7 @@
 #include "sampling/samplers.h"
 #include "models/vae.h"
 #include "nn/weights.h"
+#include "util/dtype.h"
 
 namespace cn {
 
@@ -38,13 +39,6 @@ std::string to_string(ControlMode mode) {
 }
 
 namespace {
-
-torch::ScalarType parse_dtype(const std::string& name) {
-  if (name == "fp32" || name == "float32") return torch::kFloat32;
-  if (name == "bf16" || name == "bfloat16") return torch::kBFloat16;
-  if (name == "fp16" || name == "float16") return torch::kFloat16;
-  throw Error("unknown dtype '" + name + "' (valid: fp32, bf16, fp16)");
-}
 
 // Builds a model of type M from a component (config json + diffusers-named weights).
 template <typename Model, typename Config>

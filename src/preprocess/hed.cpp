@@ -68,8 +68,8 @@ Hed load_hed(const io::TensorMap& state_dict, const std::string& what) {
   return model;
 }
 
-Hed hed_from_file(const std::filesystem::path& path) {
-  return load_once<Hed>(path, [](const std::filesystem::path& p) {
+Hed hed_from_file(const std::filesystem::path& path, torch::ScalarType dtype) {
+  return load_once<Hed>(path, dtype, [](const std::filesystem::path& p) {
     return load_hed(load_annotator_weights(p, {}), p.string());
   });
 }
@@ -108,7 +108,7 @@ cv::Mat hed_edge_map(const std::vector<torch::Tensor>& projections, cv::Size siz
 
 cv::Mat hed_detect(Hed& model, const cv::Mat& rgb, bool safe) {
   torch::NoGradGuard no_grad;
-  return hed_edge_map(model->forward(hed_input(rgb)), rgb.size(), safe);
+  return hed_edge_map(model->forward(hed_input(rgb).to(network_dtype(*model))), rgb.size(), safe);
 }
 
 }  // namespace cn::preprocess

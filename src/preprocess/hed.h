@@ -37,7 +37,7 @@ TORCH_MODULE(Hed);
 Hed load_hed(const io::TensorMap& state_dict, const std::string& what);
 
 // load_hed of an annotator file, read once per path and kept.
-Hed hed_from_file(const std::filesystem::path& path);
+Hed hed_from_file(const std::filesystem::path& path, torch::ScalarType dtype = torch::kFloat32);
 
 // The detector's network input: float32(RGB) as (1, 3, H, W).
 torch::Tensor hed_input(const cv::Mat& rgb);

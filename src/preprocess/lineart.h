@@ -29,7 +29,7 @@ TORCH_MODULE(LineartGenerator);
 // The network from sk_model.pth / sk_model2.pth's state dict. Strict; eval mode.
 LineartGenerator load_lineart(const io::TensorMap& state_dict, const std::string& what);
 // load_lineart of an annotator file, read once per path and kept.
-LineartGenerator lineart_from_file(const std::filesystem::path& path);
+LineartGenerator lineart_from_file(const std::filesystem::path& path, torch::ScalarType dtype = torch::kFloat32);
 
 // LineartDetector's map: (network output * 255) clipped and truncated to
 // uint8, white background with dark lines, as the annotator returns it.

@@ -4,6 +4,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
+#include "nn/bf16_fallbacks.h"
 #include "nn/weights.h"
 #include "preprocess/preprocess.h"
 
@@ -34,7 +35,7 @@ class UnetSkipBlock : public torch::nn::Module {
     };
     const auto down = F::Conv2d(F::Conv2dOptions(input, inner, 4).stride(2).padding(1));
     // Above the bottleneck the up conv reads the inner level's output behind its skip.
-    const auto up = F::ConvTranspose2d(
+    const auto up = nn::ConvTranspose2d(
         F::ConvTranspose2dOptions(level == Level::innermost ? inner : 2 * inner, outer, 4).stride(2).padding(1));
     const auto leaky = F::LeakyReLU(F::LeakyReLUOptions().negative_slope(0.2));
     F::Sequential layers;
@@ -99,8 +100,8 @@ AnimeUnetGenerator load_lineart_anime(const io::TensorMap& state_dict, const std
   return model;
 }
 
-AnimeUnetGenerator lineart_anime_from_file(const std::filesystem::path& path) {
-  return load_once<AnimeUnetGenerator>(path, [](const std::filesystem::path& p) {
+AnimeUnetGenerator lineart_anime_from_file(const std::filesystem::path& path, torch::ScalarType dtype) {
+  return load_once<AnimeUnetGenerator>(path, dtype, [](const std::filesystem::path& p) {
     return load_lineart_anime(load_annotator_weights(p, {"module."}), p.string());
   });
 }
@@ -141,8 +142,8 @@ cv::Mat lineart_anime_map(const torch::Tensor& tanh_out, cv::Size size) {
 
 cv::Mat lineart_anime_detect(AnimeUnetGenerator& model, const cv::Mat& rgb) {
   torch::NoGradGuard no_grad;
-  const auto dtype = model->parameters().front().scalar_type();  // the network runs in its weights' dtype
-  return lineart_anime_map(model->forward(lineart_anime_input(lineart_anime_resize(rgb)).to(dtype)), rgb.size());
+  const auto input = lineart_anime_input(lineart_anime_resize(rgb)).to(network_dtype(*model));
+  return lineart_anime_map(model->forward(input), rgb.size());
 }
 
 }  // namespace cn::preprocess

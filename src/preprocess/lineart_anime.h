@@ -36,7 +36,7 @@ TORCH_MODULE(AnimeUnetGenerator);
 AnimeUnetGenerator load_lineart_anime(const io::TensorMap& state_dict, const std::string& what);
 // load_lineart_anime of an annotator file, with or without DataParallel's
 // "module." (the annotator drops it), read once per path and kept.
-AnimeUnetGenerator lineart_anime_from_file(const std::filesystem::path& path);
+AnimeUnetGenerator lineart_anime_from_file(const std::filesystem::path& path, torch::ScalarType dtype = torch::kFloat32);
 
 // The image the network sees: rgb resized (INTER_CUBIC) so that both sides
 // are the next multiples of 256 (uint8 RGB).

@@ -334,8 +334,8 @@ DptHybrid load_dpt_hybrid(const io::TensorMap& checkpoint, const std::string& wh
   return model;
 }
 
-DptHybrid dpt_hybrid_from_file(const std::filesystem::path& path) {
-  return load_once<DptHybrid>(path, [](const std::filesystem::path& p) {
+DptHybrid dpt_hybrid_from_file(const std::filesystem::path& path, torch::ScalarType dtype) {
+  return load_once<DptHybrid>(path, dtype, [](const std::filesystem::path& p) {
     return load_dpt_hybrid(load_annotator_weights(p, {}), p.string());
   });
 }
@@ -349,7 +349,7 @@ torch::Tensor midas_input(const cv::Mat& rgb) {
 
 torch::Tensor midas_raw_depth(DptHybrid& model, const cv::Mat& rgb) {
   torch::NoGradGuard no_grad;
-  return model->forward(midas_input(rgb))[0];
+  return model->forward(midas_input(rgb).to(network_dtype(*model)))[0];
 }
 
 namespace {

@@ -47,7 +47,7 @@ DptHybrid load_dpt_hybrid(const io::TensorMap& checkpoint, const std::string& wh
 // load_dpt_hybrid of an annotator checkpoint file (.pt/.pth or .safetensors),
 // read once per path and kept for the life of the process (detectors run it
 // for every image).
-DptHybrid dpt_hybrid_from_file(const std::filesystem::path& path);
+DptHybrid dpt_hybrid_from_file(const std::filesystem::path& path, torch::ScalarType dtype = torch::kFloat32);
 
 // The detector's input: RGB uint8 (H, W, 3) -> RGB / 127.5 - 1 as (1, 3, H, W)
 // float32, at the detect resolution (no 384 resize, no ImageNet normalisation).

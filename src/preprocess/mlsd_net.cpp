@@ -200,8 +200,8 @@ MlsdLarge load_mlsd(const io::TensorMap& state_dict, const std::string& what) {
   return model;
 }
 
-MlsdLarge mlsd_from_file(const std::filesystem::path& path) {
-  return load_once<MlsdLarge>(path, [](const std::filesystem::path& p) {
+MlsdLarge mlsd_from_file(const std::filesystem::path& path, torch::ScalarType dtype) {
+  return load_once<MlsdLarge>(path, dtype, [](const std::filesystem::path& p) {
     return load_mlsd(load_annotator_weights(p, {}), p.string());
   });
 }
@@ -227,8 +227,7 @@ torch::Tensor mlsd_input(const cv::Mat& rgb) {
 
 cv::Mat mlsd_detect(MlsdLarge& model, const cv::Mat& rgb, double score_threshold, double distance_threshold) {
   torch::NoGradGuard no_grad;
-  const auto dtype = model->parameters().front().scalar_type();
-  const auto tpmap = model->forward(mlsd_input(rgb).to(dtype));
+  const auto tpmap = model->forward(mlsd_input(rgb).to(network_dtype(*model))).to(torch::kFloat32);
   return mlsd_draw_lines(mlsd_decode_lines(tpmap, score_threshold, distance_threshold), rgb.rows, rgb.cols);
 }
 

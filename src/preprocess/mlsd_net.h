@@ -47,7 +47,7 @@ TORCH_MODULE(MlsdLarge);
 MlsdLarge load_mlsd(const io::TensorMap& state_dict, const std::string& what);
 
 // load_mlsd of an annotator file, read once per path and kept.
-MlsdLarge mlsd_from_file(const std::filesystem::path& path);
+MlsdLarge mlsd_from_file(const std::filesystem::path& path, torch::ScalarType dtype = torch::kFloat32);
 
 // pred_lines' network input for an RGB uint8 image fed at its own size:
 // float32 [R, G, B, 1] / 127.5 - 1 as (1, 4, H, W), rounded as numpy does.

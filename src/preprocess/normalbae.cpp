@@ -237,8 +237,8 @@ NormalBae load_normal_bae(const io::TensorMap& checkpoint, const std::string& wh
   return model;
 }
 
-NormalBae normal_bae_from_file(const std::filesystem::path& path) {
-  return load_once<NormalBae>(path, [](const std::filesystem::path& p) {
+NormalBae normal_bae_from_file(const std::filesystem::path& path, torch::ScalarType dtype) {
+  return load_once<NormalBae>(path, dtype, [](const std::filesystem::path& p) {
     return load_normal_bae(load_annotator_weights(p, {}), p.string());
   });
 }
@@ -268,7 +268,7 @@ cv::Mat normal_bae_map(const torch::Tensor& normals) {
 
 cv::Mat normal_bae_detect(NormalBae& model, const cv::Mat& rgb) {
   torch::NoGradGuard no_grad;
-  return normal_bae_map(model->forward(normal_bae_input(rgb)).res1);
+  return normal_bae_map(model->forward(normal_bae_input(rgb).to(network_dtype(*model))).res1);
 }
 
 }  // namespace cn::preprocess

@@ -44,7 +44,7 @@ TORCH_MODULE(NormalBae);
 NormalBae load_normal_bae(const io::TensorMap& checkpoint, const std::string& what);
 
 // load_normal_bae of an annotator file, read once per path and kept.
-NormalBae normal_bae_from_file(const std::filesystem::path& path);
+NormalBae normal_bae_from_file(const std::filesystem::path& path, torch::ScalarType dtype = torch::kFloat32);
 
 // The detector's input: RGB / 255 normalised with the ImageNet mean and std, (1, 3, H, W).
 torch::Tensor normal_bae_input(const cv::Mat& rgb);

@@ -67,26 +67,27 @@ OpenposeDetection detect_openpose(const cv::Mat& rgb, const OpenposeNetworks& ne
 }
 
 OpenposeNetworks openpose_networks_from_files(const std::filesystem::path& body, const std::filesystem::path& hand,
-                                              const std::filesystem::path& face) {
+                                              const std::filesystem::path& face, torch::ScalarType dtype) {
   OpenposeNetworks nets;
   if (!body.empty()) {
-    auto model = load_once<BodyPoseNet>(body, [](const std::filesystem::path& p) {
+    auto model = load_once<BodyPoseNet>(body, dtype, [](const std::filesystem::path& p) {
       return load_body_pose_net(load_annotator_weights(p, {}), p.string());
     });
     nets.body = [model](const torch::Tensor& x) mutable {
       torch::NoGradGuard no_grad;
-      return model->forward(x);
+      const auto [pafs, heatmaps] = model->forward(x.to(network_dtype(*model)));
+      return std::make_pair(pafs.to(torch::kFloat32), heatmaps.to(torch::kFloat32));
     };
   }
   // The hand and face networks share a class: cached under their own files.
-  const auto keypoint_net = [](const std::filesystem::path& path, bool is_hand) {
-    auto model = load_once<KeypointNet>(path, [is_hand](const std::filesystem::path& p) {
+  const auto keypoint_net = [dtype](const std::filesystem::path& path, bool is_hand) {
+    auto model = load_once<KeypointNet>(path, dtype, [is_hand](const std::filesystem::path& p) {
       const auto weights = load_annotator_weights(p, {});
       return is_hand ? load_hand_pose_net(weights, p.string()) : load_face_net(weights, p.string());
     });
     return [model](const torch::Tensor& x) mutable {
       torch::NoGradGuard no_grad;
-      return model->forward(x);
+      return model->forward(x.to(network_dtype(*model))).to(torch::kFloat32);
     };
   };
   if (!hand.empty()) nets.hand = keypoint_net(hand, true);

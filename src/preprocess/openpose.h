@@ -46,9 +46,11 @@ OpenposeDetection detect_openpose(const cv::Mat& rgb, const OpenposeNetworks& ne
 
 // The networks from body_pose_model.pth, hand_pose_model.pth and facenet.pth
 // (or .safetensors copies); an empty path leaves that network out. Loaded
-// once per file for the process; they run without gradients.
+// once per file and dtype for the process; they run without gradients, in
+// `dtype`, and return float32.
 OpenposeNetworks openpose_networks_from_files(const std::filesystem::path& body, const std::filesystem::path& hand,
-                                              const std::filesystem::path& face);
+                                              const std::filesystem::path& face,
+                                              torch::ScalarType dtype = torch::kFloat32);
 
 // The pose as sd-webui-controlnet's encode_poses_as_json writes it (OpenPose's
 // output format): {"people": [{"pose_keypoints_2d", "face_keypoints_2d",

@@ -205,8 +205,8 @@ io::TensorMap pidinet_state_dict(const std::filesystem::path& path) {
   return load_annotator_weights(path, {"state_dict.", "module."});
 }
 
-PiDiNet pidinet_from_file(const std::filesystem::path& path) {
-  return load_once<PiDiNet>(path, [](const std::filesystem::path& p) {
+PiDiNet pidinet_from_file(const std::filesystem::path& path, torch::ScalarType dtype) {
+  return load_once<PiDiNet>(path, dtype, [](const std::filesystem::path& p) {
     return load_pidinet(pidinet_state_dict(p), p.string());
   });
 }
@@ -227,7 +227,7 @@ cv::Mat pidinet_edge_map(const torch::Tensor& fused, bool safe) {
 
 cv::Mat pidinet_detect(PiDiNet& model, const cv::Mat& rgb, bool safe) {
   torch::NoGradGuard no_grad;
-  return pidinet_edge_map(model->forward(pidinet_input(rgb)).back(), safe);
+  return pidinet_edge_map(model->forward(pidinet_input(rgb).to(network_dtype(*model))).back(), safe);
 }
 
 }  // namespace cn::preprocess

@@ -45,7 +45,7 @@ PiDiNet load_pidinet(const io::TensorMap& state_dict, const std::string& what);
 // The official checkpoint file ({'state_dict': sd} with DataParallel names,
 // zip or legacy .pth, or a safetensors copy of either flattening), read once
 // per path and kept.
-PiDiNet pidinet_from_file(const std::filesystem::path& path);
+PiDiNet pidinet_from_file(const std::filesystem::path& path, torch::ScalarType dtype = torch::kFloat32);
 
 // load_annotator_weights of a PiDiNet file, with its container and
 // DataParallel prefixes removed.

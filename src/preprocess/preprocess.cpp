@@ -89,12 +89,12 @@ const char* const kHedCheckpoint = "ControlNetHED.pth";
 const char* const kPidinetCheckpoint = "table5_pidinet.pth";
 
 cv::Mat hed_of(const cv::Mat& rgb, const DetectParams& p, bool safe) {
-  auto model = hed_from_file(annotator_file(kHedCheckpoint, p.annotator_dir));
+  auto model = hed_from_file(annotator_file(kHedCheckpoint, p.annotator_dir), p.dtype);
   return hed_detect(model, rgb, safe);
 }
 
 cv::Mat pidinet_of(const cv::Mat& rgb, const DetectParams& p, bool safe) {
-  auto model = pidinet_from_file(annotator_file(kPidinetCheckpoint, p.annotator_dir));
+  auto model = pidinet_from_file(annotator_file(kPidinetCheckpoint, p.annotator_dir), p.dtype);
   return pidinet_detect(model, rgb, safe);
 }
 
@@ -106,7 +106,7 @@ cv::Mat openpose_of(const cv::Mat& rgb, const DetectParams& p, const PoseDrawOpt
   };
   const auto nets = openpose_networks_from_files(file(true, "body_pose_model.pth"),
                                                  file(parts.hands, "hand_pose_model.pth"),
-                                                 file(parts.faces, "facenet.pth"));
+                                                 file(parts.faces, "facenet.pth"), p.dtype);
   const auto detection = detect_openpose(rgb, nets, parts.hands, parts.faces);
   if (p.pose_json) p.pose_json(openpose_keypoints_json(detection).dump());
   return draw_pose(detection.pose, detection.height, detection.width, parts);
@@ -156,18 +156,18 @@ const std::vector<Detector>& detectors() {
       {"mlsd", "M-LSD straight line segments, white on black (ControlNet 1.1 mlsd)", "score threshold",
        "distance threshold", 0.1, 0.1, "mlsd_large_512_fp32.pth",
        [](const cv::Mat& rgb, const DetectParams& p) {
-         auto model = mlsd_from_file(annotator_file("mlsd_large_512_fp32.pth", p.annotator_dir));
+         auto model = mlsd_from_file(annotator_file("mlsd_large_512_fp32.pth", p.annotator_dir), p.dtype);
          return mlsd_detect(model, rgb, p.a, p.b);
        }},
       {"depth_midas", "MiDaS DPT-Hybrid depth (ControlNet 1.1 depth)", "", "", 0, 0, kMidasCheckpoint,
        [](const cv::Mat& rgb, const DetectParams& p) {
-         auto model = dpt_hybrid_from_file(annotator_file(kMidasCheckpoint, p.annotator_dir));
+         auto model = dpt_hybrid_from_file(annotator_file(kMidasCheckpoint, p.annotator_dir), p.dtype);
          return midas_depth_map(midas_raw_depth(model, rgb));
        }},
       {"normal_midas", "normal map from MiDaS depth (ControlNet 1.0 normal; Sobel of the depth, z = 2 pi)",
        "background threshold", "", 0.4, 0, kMidasCheckpoint,
        [](const cv::Mat& rgb, const DetectParams& p) {
-         auto model = dpt_hybrid_from_file(annotator_file(kMidasCheckpoint, p.annotator_dir));
+         auto model = dpt_hybrid_from_file(annotator_file(kMidasCheckpoint, p.annotator_dir), p.dtype);
          // The 1.0 demo reverses the annotator's (x, y, z) channels before
          // control_sd15_normal sees them (as sd-webui-controlnet does): the
          // map is returned ready to be the control image.
@@ -177,25 +177,25 @@ const std::vector<Detector>& detectors() {
        }},
       {"normal_bae", "Normal-BAE surface normals (ControlNet 1.1 normalbae)", "", "", 0, 0, "scannet.pt",
        [](const cv::Mat& rgb, const DetectParams& p) {
-         auto model = normal_bae_from_file(annotator_file("scannet.pt", p.annotator_dir));
+         auto model = normal_bae_from_file(annotator_file("scannet.pt", p.annotator_dir), p.dtype);
          return normal_bae_detect(model, rgb);
        }},
       {"lineart_realistic", "line art (ControlNet 1.1 lineart; white lines on black, as the model takes it)", "", "",
        0, 0, "sk_model.pth",
        [](const cv::Mat& rgb, const DetectParams& p) {
-         auto model = lineart_from_file(annotator_file("sk_model.pth", p.annotator_dir));
+         auto model = lineart_from_file(annotator_file("sk_model.pth", p.annotator_dir), p.dtype);
          return cv::Mat(255 - lineart_map(model, rgb));  // the 1.1 demo's control is 1 - map / 255
        }},
       {"lineart_coarse", "coarse line art (ControlNet 1.1 lineart; white lines on black)", "", "", 0, 0,
        "sk_model2.pth",
        [](const cv::Mat& rgb, const DetectParams& p) {
-         auto model = lineart_from_file(annotator_file("sk_model2.pth", p.annotator_dir));
+         auto model = lineart_from_file(annotator_file("sk_model2.pth", p.annotator_dir), p.dtype);
          return cv::Mat(255 - lineart_map(model, rgb));
        }},
       {"lineart_anime", "anime line art (ControlNet 1.1 lineart_anime, Anime2Sketch; white lines on black)", "", "", 0,
        0, "netG.pth",
        [](const cv::Mat& rgb, const DetectParams& p) {
-         auto model = lineart_anime_from_file(annotator_file("netG.pth", p.annotator_dir));
+         auto model = lineart_anime_from_file(annotator_file("netG.pth", p.annotator_dir), p.dtype);
          return cv::Mat(255 - lineart_anime_detect(model, rgb));  // the demo's control is 1 - map / 255
        }},
       {"openpose", "OpenPose body keypoints drawn as limbs and joints (ControlNet 1.1 openpose)", "", "", 0, 0,
@@ -246,6 +246,7 @@ cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOption
   params.b = options.threshold_b < 0 ? d.default_b : options.threshold_b;
   params.annotator_dir = options.annotator_dir;
   params.pose_json = options.pose_json;
+  params.dtype = options.dtype;
   const auto rgb = hwc3(image);
   switch (options.framing.value_or(d.framing)) {
     case Framing::resize_image: return hwc3(d.run(resize_image(rgb, options.resolution), params));
@@ -290,6 +291,11 @@ std::filesystem::path annotator_file(const std::string& filename, const std::str
                            : " in " + dir.string()) +
               ": download https://huggingface.co/lllyasviel/Annotators/resolve/main/" + filename +
               " and put it in the folder given by --annotator-dir or CONTROLNET_ANNOTATOR_DIR");
+}
+
+torch::ScalarType network_dtype(const torch::nn::Module& network) {
+  const auto parameters = network.parameters();
+  return parameters.empty() ? torch::kFloat32 : parameters.front().scalar_type();
 }
 
 io::TensorMap load_annotator_weights(const std::filesystem::path& path, const std::vector<std::string>& strip_prefixes) {

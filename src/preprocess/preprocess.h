@@ -1,6 +1,8 @@
 #pragma once
 // Condition preprocessors (the ControlNet 1.1 annotators), with the reference
 // helpers' exact semantics. Images are uint8 RGB cv::Mats.
+#include <torch/torch.h>
+
 #include <opencv2/core.hpp>
 #include <filesystem>
 #include <functional>
@@ -47,6 +49,9 @@ struct DetectOptions {
   double threshold_b = -1;
   std::string annotator_dir;  // where the annotator checkpoints are; empty: $CONTROLNET_ANNOTATOR_DIR
   std::optional<Framing> framing;  // empty: the detector's own (that of the code it reproduces)
+  // What the networks compute in. bf16 is faster on CPUs with bf16 units; the
+  // reference (and the parity tests) are fp32.
+  torch::ScalarType dtype = torch::kFloat32;
   // Given to the pose detectors (openpose*), which call it with the keypoints
   // as OpenPose JSON text (sd-webui-controlnet's json_pose_callback); the
   // other detectors ignore it.
@@ -59,6 +64,7 @@ struct DetectParams {
   double a = 0, b = 0;
   std::string annotator_dir;
   std::function<void(const std::string& json)> pose_json;  // DetectOptions::pose_json
+  torch::ScalarType dtype = torch::kFloat32;              // DetectOptions::dtype
 };
 
 struct Detector {
@@ -95,17 +101,25 @@ bool annotator_file_present(const std::string& filename, const std::string& anno
 // the detector knows its file to have.
 io::TensorMap load_annotator_weights(const std::filesystem::path& path, const std::vector<std::string>& strip_prefixes);
 
-// The network of an annotator file, built by `load(path)` on first use and
-// kept for the process: detectors run many times (the server, several units).
+// The network of an annotator file in `dtype`, built by `load(path)` on first
+// use and kept for the process: detectors run many times (the server, several
+// units).
 template <typename Model, typename Load>
-Model load_once(const std::filesystem::path& path, const Load& load) {
+Model load_once(const std::filesystem::path& path, torch::ScalarType dtype, const Load& load) {
   static std::mutex mutex;
-  static std::map<std::string, Model> loaded;
+  static std::map<std::pair<std::string, torch::ScalarType>, Model> loaded;
   const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::filesystem::weakly_canonical(path).string();
+  const auto key = std::make_pair(std::filesystem::weakly_canonical(path).string(), dtype);
   auto found = loaded.find(key);
-  if (found == loaded.end()) found = loaded.emplace(key, load(path)).first;
+  if (found == loaded.end()) {
+    Model model = load(path);
+    model->to(dtype);
+    found = loaded.emplace(key, model).first;
+  }
   return found->second;
 }
+
+// What a network's weights are in, and so what its input is cast to.
+torch::ScalarType network_dtype(const torch::nn::Module& network);
 
 }  // namespace cn::preprocess

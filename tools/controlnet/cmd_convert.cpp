@@ -11,18 +11,12 @@
 #include "models/controlnet.h"
 #include "models/vae.h"
 #include "nn/weights.h"
+#include "util/dtype.h"
 
 namespace cn::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-torch::ScalarType parse_dtype(const std::string& name) {
-  if (name == "fp32") return torch::kFloat;
-  if (name == "fp16") return torch::kHalf;
-  if (name == "bf16") return torch::kBFloat16;
-  throw Error("unknown dtype '" + name + "' (valid: fp32, fp16, bf16)");
-}
 
 // Floating tensors to `dtype` (empty name: kept); integer buffers are kept.
 io::TensorMap cast(io::TensorMap t, const std::string& dtype) {

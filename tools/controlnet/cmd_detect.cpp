@@ -6,11 +6,12 @@
 #include "controlnet/error.h"
 #include "io/image.h"
 #include "preprocess/preprocess.h"
+#include "util/dtype.h"
 
 namespace cn::cli {
 
 void add_detect_command(CLI::App& app) {
-  static std::string type, input, output, framing, pose_json;
+  static std::string type, input, output, framing, pose_json, dtype = "fp32";
   static preprocess::DetectOptions options;
   static bool list = false;
   auto* cmd = add_command(app, "detect", "Make a control image from a photo or drawing (Canny, scribble, ...)", [] {
@@ -31,6 +32,7 @@ void add_detect_command(CLI::App& app) {
     }
     if (type.empty() || input.empty() || output.empty()) throw Error("detect needs --type TYPE IN OUT (or --list)");
     if (!framing.empty()) options.framing = preprocess::parse_framing(framing);
+    options.dtype = parse_dtype(dtype);
     std::string keypoints;  // what a pose detector reported
     if (!pose_json.empty()) options.pose_json = [&keypoints](const std::string& json) { keypoints = json; };
     auto map = preprocess::detect(type, io::read_rgb_image(input), options);
@@ -57,6 +59,8 @@ void add_detect_command(CLI::App& app) {
   cmd->add_option("--pose-json", pose_json,
                   "With an openpose preprocessor: also write the keypoints as OpenPose JSON (sd-webui-controlnet's "
                   "format, coordinates normalised to the map)");
+  cmd->add_option("--dtype", dtype, "What the annotator networks compute in: fp32 (the reference's) or bf16 (faster)")
+      ->capture_default_str();
   cmd->add_flag("--list", list, "List the preprocessors, their thresholds and checkpoints");
 }
 
