@@ -208,14 +208,17 @@ std::vector<GeneratedImage> Pipeline::generate(const GenerateOptions& options, c
   for (const auto& unit : o.controls) {
     auto net = m.controlnet(unit.model);
     auto source = unit.image.empty() ? image_pixels(unit.pixels, "control image") : io::read_rgb_image(unit.image);
-    // Detect at the output's short side ("pixel perfect"), then fit as usual.
+    const auto fit = io::parse_resize_mode(unit.resize_mode);
+    // Detect at the size the image will have in the output ("pixel perfect"),
+    // then fit as usual.
     if (!unit.preprocess.empty()) {
       preprocess::DetectOptions detect;
-      detect.resolution = std::min(o.width, o.height);
+      detect.resolution = std::clamp(preprocess::pixel_perfect_resolution(source.size(), o.width, o.height,
+                                                                          fit == io::ResizeMode::resize_and_fill),
+                                     64, 4096);
       detect.annotator_dir = o.annotator_dir;
       source = preprocess::detect(unit.preprocess, source, detect);
     }
-    const auto fit = io::parse_resize_mode(unit.resize_mode);
     auto image = io::fit_image(source, o.width, o.height, fit);
     // Inpaint: the mask is fitted as the image is, then marks the pixels to repaint.
     torch::Tensor hint;

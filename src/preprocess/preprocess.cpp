@@ -238,9 +238,17 @@ const Detector& find_detector(const std::string& name) {
   throw Error("unknown preprocessor '" + name + "' (available: " + valid + ")");
 }
 
+int pixel_perfect_resolution(cv::Size image, int target_width, int target_height, bool fit_inside) {
+  const double by_height = double(target_height) / image.height, by_width = double(target_width) / image.width;
+  const double k = fit_inside ? std::min(by_height, by_width) : std::max(by_height, by_width);
+  return int(std::nearbyint(k * std::min(image.height, image.width)));  // numpy.round: half to even
+}
+
 cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOptions& options) {
   const auto& d = find_detector(type);
   if (options.resolution < 64 || options.resolution > 4096) throw Error("detect resolution must be in 64..4096");
+  if (options.output_resolution != 0 && (options.output_resolution < 64 || options.output_resolution > 8192))
+    throw Error("output resolution must be in 64..8192 (or 0: the detect resolution)");
   DetectParams params;
   params.a = options.threshold_a < 0 ? d.default_a : options.threshold_a;
   params.b = options.threshold_b < 0 ? d.default_b : options.threshold_b;
@@ -248,16 +256,24 @@ cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOption
   params.pose_json = options.pose_json;
   params.dtype = options.dtype;
   const auto rgb = hwc3(image);
-  switch (options.framing.value_or(d.framing)) {
-    case Framing::resize_image: return hwc3(d.run(resize_image(rgb, options.resolution), params));
-    case Framing::original: return hwc3(d.run(rgb, params));
-    case Framing::padded: {
-      const auto padded = resize_image_with_pad(rgb, options.resolution);
-      const cv::Mat map = d.run(padded.image, params);
-      return hwc3(map(cv::Rect({0, 0}, padded.content)).clone());
+  const cv::Mat map = [&] {
+    switch (options.framing.value_or(d.framing)) {
+      case Framing::resize_image: return hwc3(d.run(resize_image(rgb, options.resolution), params));
+      case Framing::original: return hwc3(d.run(rgb, params));
+      case Framing::padded: {
+        const auto padded = resize_image_with_pad(rgb, options.resolution);
+        const cv::Mat map = d.run(padded.image, params);
+        return hwc3(map(cv::Rect({0, 0}, padded.content)).clone());
+      }
     }
-  }
-  throw Error("unknown framing");
+    throw Error("unknown framing");
+  }();
+  if (options.output_resolution == 0) return map;
+  const double k = double(options.output_resolution) / std::min(map.rows, map.cols);
+  cv::Mat out;
+  cv::resize(map, out, {int(std::lround(map.cols * k)), int(std::lround(map.rows * k))}, 0, 0,
+             k > 1 ? cv::INTER_LANCZOS4 : cv::INTER_AREA);
+  return out;
 }
 
 namespace {

@@ -43,8 +43,15 @@ enum class Framing {
 Framing parse_framing(const std::string& name);  // "resize_image" | "padded" | "original"
 std::string to_string(Framing framing);
 
+// sd-webui-controlnet's "pixel perfect" detect resolution for an image that
+// will be fitted to target_width x target_height: the short side the image
+// has once fitted (scaled by the larger ratio when cropped or stretched, by
+// the smaller when it must fit inside), rounded half to even.
+int pixel_perfect_resolution(cv::Size image, int target_width, int target_height, bool fit_inside);
+
 struct DetectOptions {
   int resolution = 512;       // detect resolution
+  int output_resolution = 0;  // short side of the returned map; 0: as detected
   double threshold_a = -1;    // detector-specific; < 0: its default
   double threshold_b = -1;
   std::string annotator_dir;  // where the annotator checkpoints are; empty: $CONTROLNET_ANNOTATOR_DIR
@@ -83,7 +90,9 @@ const Detector& find_detector(const std::string& name);
 
 // The whole chain: HWC3, framing at the detect resolution (the detector's
 // own unless options.framing says otherwise), the detector, HWC3 of the map;
-// the map is returned at the detect resolution (padded: without the pad).
+// the map is returned at the detect resolution (padded: without the pad), or
+// resized to options.output_resolution (Lanczos up, area down, as
+// resize_image).
 cv::Mat detect(const std::string& type, const cv::Mat& image, const DetectOptions& options);
 
 // The annotator checkpoint `filename` (its name in lllyasviel/Annotators, e.g.

@@ -92,3 +92,38 @@ TEST(Preprocess, UnknownTypeNamesTheAvailableOnes) {
     EXPECT_NE(std::string(e.what()).find("canny"), std::string::npos);
   }
 }
+
+// sd-webui-controlnet's pixel perfect: the short side the image has once
+// fitted to the generation size, numpy-rounded (half to even).
+TEST(Preprocess, PixelPerfectResolution) {
+  using preprocess::pixel_perfect_resolution;
+  // 640x480 into 512x512: cropped, the short side becomes 512; fitted inside, 384.
+  EXPECT_EQ(pixel_perfect_resolution({640, 480}, 512, 512, false), 512);
+  EXPECT_EQ(pixel_perfect_resolution({640, 480}, 512, 512, true), 384);
+  // A portrait into a landscape generation: the width ratio decides when cropping.
+  EXPECT_EQ(pixel_perfect_resolution({480, 640}, 768, 512, false), 768);
+  EXPECT_EQ(pixel_perfect_resolution({480, 640}, 768, 512, true), 384);
+  // Exact halves: 5/4 * 2 = 2.5 -> 2 and 7/4 * 2 = 3.5 -> 4.
+  EXPECT_EQ(pixel_perfect_resolution({4, 2}, 5, 1, false), 2);
+  EXPECT_EQ(pixel_perfect_resolution({4, 2}, 7, 1, false), 4);
+}
+
+TEST(Preprocess, OutputResolutionResizesTheMap) {
+  cv::Mat image(300, 400, CV_8UC3, cv::Scalar(0, 0, 0));
+  cv::circle(image, {200, 150}, 90, cv::Scalar(255, 255, 255), -1);
+  preprocess::DetectOptions options;
+  options.resolution = 512;
+  const auto detected = preprocess::detect("canny", image, options);
+  ASSERT_EQ(detected.size(), cv::Size(704, 512));  // resize_image: multiples of 64
+  for (int output : {256, 1024}) {
+    options.output_resolution = output;
+    const auto map = preprocess::detect("canny", image, options);
+    const double k = double(output) / 512;
+    ASSERT_EQ(map.size(), cv::Size(int(std::lround(704 * k)), output)) << output;
+    cv::Mat expected;
+    cv::resize(detected, expected, map.size(), 0, 0, output < 512 ? cv::INTER_AREA : cv::INTER_LANCZOS4);
+    EXPECT_EQ(differing_pixels(map, expected), 0) << output;
+  }
+  options.output_resolution = 32;
+  EXPECT_THROW(preprocess::detect("canny", image, options), Error);
+}

@@ -1,6 +1,8 @@
 // `controlnet detect`: run a condition preprocessor on an image.
+#include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "commands.h"
 #include "controlnet/error.h"
@@ -11,7 +13,8 @@
 namespace cn::cli {
 
 void add_detect_command(CLI::App& app) {
-  static std::string type, input, output, framing, pose_json, dtype = "fp32";
+  static std::string type, input, output, framing, pose_json, dtype = "fp32", pixel_perfect,
+      resize_mode = "crop-and-resize";
   static preprocess::DetectOptions options;
   static bool list = false;
   auto* cmd = add_command(app, "detect", "Make a control image from a photo or drawing (Canny, scribble, ...)", [] {
@@ -33,9 +36,21 @@ void add_detect_command(CLI::App& app) {
     if (type.empty() || input.empty() || output.empty()) throw Error("detect needs --type TYPE IN OUT (or --list)");
     if (!framing.empty()) options.framing = preprocess::parse_framing(framing);
     options.dtype = parse_dtype(dtype);
+    const auto image = io::read_rgb_image(input);
+    if (!pixel_perfect.empty()) {
+      int width = 0, height = 0;
+      char x = 0;
+      std::istringstream size(pixel_perfect);
+      if (!(size >> width >> x >> height) || x != 'x' || width < 8 || height < 8)
+        throw Error("--pixel-perfect takes the generation size as WxH, e.g. 768x512");
+      options.resolution = std::clamp(preprocess::pixel_perfect_resolution(
+                                          image.size(), width, height,
+                                          io::parse_resize_mode(resize_mode) == io::ResizeMode::resize_and_fill),
+                                      64, 4096);
+    }
     std::string keypoints;  // what a pose detector reported
     if (!pose_json.empty()) options.pose_json = [&keypoints](const std::string& json) { keypoints = json; };
-    auto map = preprocess::detect(type, io::read_rgb_image(input), options);
+    auto map = preprocess::detect(type, image, options);
     if (!pose_json.empty()) {
       if (keypoints.empty()) throw Error("--pose-json: " + type + " gives no keypoints (use an openpose preprocessor)");
       std::ofstream out(pose_json);
@@ -49,6 +64,14 @@ void add_detect_command(CLI::App& app) {
   cmd->add_option("input", input, "Input image");
   cmd->add_option("output", output, "Output PNG");
   cmd->add_option("--resolution", options.resolution, "Detect resolution (short side)")->capture_default_str();
+  cmd->add_option("--output-resolution", options.output_resolution,
+                  "Short side of the written map (default: the detect resolution)");
+  cmd->add_option("--pixel-perfect", pixel_perfect,
+                  "Choose the detect resolution for a generation of this size (WxH), as sd-webui-controlnet's pixel "
+                  "perfect does");
+  cmd->add_option("--resize-mode", resize_mode,
+                  "With --pixel-perfect: how the image will be fitted (just-resize, crop-and-resize, resize-and-fill)")
+      ->capture_default_str();
   cmd->add_option("--threshold-a", options.threshold_a, "First threshold (see --list)");
   cmd->add_option("--threshold-b", options.threshold_b, "Second threshold (see --list)");
   cmd->add_option("--framing", framing,
