@@ -13,15 +13,11 @@
 #include <vector>
 
 #include "io/safetensors.h"
+#include "support/golden_dir.h"
 
 namespace cn::testing {
 
 namespace fs = std::filesystem;
-
-// The golden root, or an empty path when it does not exist.
-fs::path golden_root();
-// Why golden tests are skipped (names the directories looked at).
-std::string golden_missing_message();
 
 // Skips the current test when the fixtures are absent.
 #define CN_REQUIRE_GOLDEN()                                                      \

@@ -3,7 +3,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "support/golden.h"
+#include "support/golden_dir.h"
 
 namespace cn::testing {
 
