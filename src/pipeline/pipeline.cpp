@@ -44,8 +44,11 @@ namespace {
 template <typename Model, typename Config>
 Model build(const io::Component& component, torch::ScalarType dtype, const torch::Device& device) {
   Model model(Config::from_json(component.config));
-  nn::load_weights(*model, component.weights, component.source);
+  // Into the compute dtype and device first, so each file tensor is converted
+  // once straight into its slot (fp16 -> bf16 without an fp32 copy of the
+  // whole model next to the bf16 one).
   model->to(device, dtype);
+  nn::load_weights(*model, component.weights, component.source);
   model->eval();
   return model;
 }

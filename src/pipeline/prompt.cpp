@@ -10,8 +10,8 @@ PromptEncoder::PromptEncoder(const io::SdModel& model, torch::ScalarType dtype, 
       model_(text::ClipTextConfig::from_json(model.text_encoder.config)),
       pad_id_(model.text_pad_id),
       device_(device) {
+  model_->to(device, dtype);  // first: file tensors convert straight into their slots
   nn::load_weights(*model_, model.text_encoder.weights, model.text_encoder.source);
-  model_->to(device, dtype);
   model_->eval();
 }
 
