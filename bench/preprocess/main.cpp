@@ -26,6 +26,7 @@
 #include "preprocess/preprocess.h"
 #include "support/golden_dir.h"
 #include "support/recipe.h"
+#include "support/uniformer_checkpoint.h"
 #include "util/dtype.h"
 
 using namespace cn;
@@ -59,6 +60,13 @@ fs::path random_annotators(const fs::path& dir) {
     std::printf("writing random-weight %s from recipe %s\n", out.filename().c_str(), tag.c_str());
     std::fflush(stdout);
     io::save_safetensors(out.string(), testing::recipe_weights(testing::recipe_path(tag)), {});
+  }
+  // No recipe: the tests' stand-in, in mmcv's container.
+  const auto segmenter = dir / "upernet_global_small.pth";
+  if (!fs::exists(segmenter)) {
+    std::printf("writing random-weight %s from its layout\n", segmenter.filename().c_str());
+    std::fflush(stdout);
+    testing::write_mmcv_checkpoint(segmenter, testing::uniformer_random_state_dict(20240501));
   }
   return dir;
 }

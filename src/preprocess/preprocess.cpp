@@ -17,6 +17,7 @@
 #include "preprocess/openpose.h"
 #include "preprocess/pidinet.h"
 #include "preprocess/shuffle.h"
+#include "preprocess/uniformer.h"
 
 namespace cn::preprocess {
 
@@ -179,6 +180,13 @@ const std::vector<Detector>& detectors() {
        [](const cv::Mat& rgb, const DetectParams& p) {
          auto model = normal_bae_from_file(annotator_file("scannet.pt", p.annotator_dir), p.dtype);
          return normal_bae_detect(model, rgb);
+       }},
+      {"seg_ufade20k",
+       "ADE20K segmentation in the ADE20K palette, UniFormer-S + UperNet (ControlNet 1.0 seg, 1.1 seg_ufade20k)", "",
+       "", 0, 0, "upernet_global_small.pth",
+       [](const cv::Mat& rgb, const DetectParams& p) {
+         auto model = uniformer_from_file(annotator_file("upernet_global_small.pth", p.annotator_dir), p.dtype);
+         return uniformer_detect(model, rgb);
        }},
       {"lineart_realistic", "line art (ControlNet 1.1 lineart; white lines on black, as the model takes it)", "", "",
        0, 0, "sk_model.pth",

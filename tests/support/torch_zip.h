@@ -45,33 +45,50 @@ inline void write_zip(const std::filesystem::path& path, const std::vector<ZipEn
   std::ofstream(path, std::ios::binary) << body << directory << end;
 }
 
-// torch.save(state_dict) for contiguous CPU tensors: an OrderedDict of
-// _rebuild_tensor_v2 calls whose storages are the archive's data records.
-inline void write_torch_checkpoint(const std::filesystem::path& path, const io::TensorMap& tensors) {
-  auto unicode = [](const std::string& s) { return "X" + le_bytes(s.size(), 4) + s; };
-  auto integer = [](int64_t v) { return std::string("\x8a\x08", 2) + le_bytes(uint64_t(v), 8); };
+// Pickle (protocol 2) fragments: each pushes one value.
+inline std::string pickle_string(const std::string& s) { return "X" + le_bytes(s.size(), 4) + s; }
+inline std::string pickle_int(int64_t v) { return std::string("\x8a\x08", 2) + le_bytes(uint64_t(v), 8); }
+
+// The OrderedDict of _rebuild_tensor_v2 calls torch.save writes for a state
+// dict of contiguous CPU tensors; their storages are appended to `storages`
+// as the archive's data records.
+inline std::string pickle_state_dict(const io::TensorMap& tensors, std::vector<ZipEntry>& storages) {
   auto int_tuple = [&](c10::IntArrayRef values) {
     std::string out = "(";
-    for (auto v : values) out += integer(v);
+    for (auto v : values) out += pickle_int(v);
     return out + "t";
   };
   const std::string ordered_dict = "ccollections\nOrderedDict\n)R";
-  std::string pickle = std::string("\x80\x02", 2) + ordered_dict;
-  std::vector<ZipEntry> storages;
+  std::string pickle = ordered_dict;
   for (const auto& [name, tensor] : tensors) {
     const auto t = tensor.contiguous();
     const std::string key = std::to_string(storages.size());
     std::string storage_class = c10::toString(t.scalar_type());  // "Float", "Half", "BFloat16", ...
-    pickle += unicode(name) + "ctorch._utils\n_rebuild_tensor_v2\n(" + "(" + unicode("storage") + "ctorch\n" +
-              storage_class + "Storage\n" + unicode(key) + unicode("cpu") + integer(t.numel()) + "tQ" + integer(0) +
-              int_tuple(t.sizes()) + int_tuple(t.strides()) + "\x89" + ordered_dict + "tRs";
+    pickle += pickle_string(name) + "ctorch._utils\n_rebuild_tensor_v2\n(" + "(" + pickle_string("storage") +
+              "ctorch\n" + storage_class + "Storage\n" + pickle_string(key) + pickle_string("cpu") +
+              pickle_int(t.numel()) + "tQ" + pickle_int(0) + int_tuple(t.sizes()) + int_tuple(t.strides()) + "\x89" +
+              ordered_dict + "tRs";
     storages.push_back({"archive/data/" + key,
                         std::string(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size())});
   }
-  pickle += ".";
-  std::vector<ZipEntry> entries = {{"archive/data.pkl", pickle}, {"archive/version", "3\n"}};
+  return pickle;
+}
+
+// torch.save's zip archive of one pickled value (`value`, the fragment that
+// pushes it) whose tensors' storages are `storages`.
+inline void write_torch_archive(const std::filesystem::path& path, const std::string& value,
+                                const std::vector<ZipEntry>& storages) {
+  std::vector<ZipEntry> entries = {{"archive/data.pkl", std::string("\x80\x02", 2) + value + "."},
+                                   {"archive/version", "3\n"}};
   entries.insert(entries.end(), storages.begin(), storages.end());
   write_zip(path, entries);
+}
+
+// torch.save(state_dict).
+inline void write_torch_checkpoint(const std::filesystem::path& path, const io::TensorMap& tensors) {
+  std::vector<ZipEntry> storages;
+  const auto state_dict = pickle_state_dict(tensors, storages);
+  write_torch_archive(path, state_dict, storages);
 }
 
 }  // namespace cn::testing
