@@ -27,6 +27,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "nn/weights.h"
+#include "support/golden_dir.h"
 #include "text/clip.h"
 #include "train/dataset.h"
 #include "train/trainer.h"
@@ -105,7 +106,7 @@ int main(int argc, char** argv) {
   std::vector<int> checkpointing{0, 1};
   std::string one;
   std::string work = (fs::temp_directory_path() / "cn_bench_train").string();
-  std::string mini = (fs::path(CONTROLNET_MODELS_DIR) / "../../shared/golden/mini-sd15").lexically_normal().string();
+  std::string mini = (testing::golden_root() / "mini-sd15").string();  // CONTROLNET_GOLDEN_DIR or ../shared/golden
   app.add_option("--steps", steps, "training steps per scenario (>= 2)")->check(CLI::Range(2, 1000));
   app.add_option("--sizes", sizes, "image sizes (square)")->delimiter(',');
   app.add_option("--models", model_names, "mini (golden mini-sd15), sd15 (random SD1.5 shapes)")->delimiter(',');
