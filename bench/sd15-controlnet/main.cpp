@@ -17,6 +17,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -91,6 +93,68 @@ class FlopCounter {
   at::CallbackHandle handle_;
 };
 
+// Where a step's time goes: self time per aten op (its time minus that of
+// the ops it calls), from RecordFunction start/end callbacks while enabled.
+class OpProfile {
+ public:
+  explicit OpProfile(bool enabled) {
+    if (!enabled) return;
+    handle_ = at::addGlobalCallback(
+        at::RecordFunctionCallback(&OpProfile::on_start, &OpProfile::on_end).scopes({at::RecordScope::FUNCTION}));
+  }
+  ~OpProfile() {
+    if (handle_) at::removeCallback(handle_);
+  }
+  bool enabled() const { return handle_ != 0; }
+  void reset() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    self_seconds_.clear();
+  }
+  // The `count` ops with the most self time, as "name share%".
+  std::string top(size_t count) const {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<std::pair<double, std::string>> ops;
+    double total = 0;
+    for (const auto& [name, seconds] : self_seconds_) {
+      ops.emplace_back(seconds, name);
+      total += seconds;
+    }
+    std::sort(ops.rbegin(), ops.rend());
+    std::string out;
+    for (size_t i = 0; i < ops.size() && i < count; ++i) {
+      char line[128];
+      std::snprintf(line, sizeof line, "%s%s %.1f%%", i ? ", " : "", ops[i].second.c_str(),
+                    100.0 * ops[i].first / total);
+      out += line;
+    }
+    return out;
+  }
+
+ private:
+  struct Frame : at::ObserverContext {
+    Clock::time_point start = Clock::now();
+    double children = 0;  // seconds spent in the ops this one called
+  };
+  static std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction&) {
+    auto frame = std::make_unique<Frame>();
+    stack_.push_back(frame.get());
+    return frame;
+  }
+  static void on_end(const at::RecordFunction& fn, at::ObserverContext* context) {
+    auto* frame = static_cast<Frame*>(context);
+    const double seconds = seconds_since(frame->start);
+    if (!stack_.empty() && stack_.back() == frame) stack_.pop_back();
+    if (!stack_.empty()) stack_.back()->children += seconds;
+    const std::lock_guard<std::mutex> lock(mutex_);
+    self_seconds_[fn.name()] += seconds - frame->children;
+  }
+
+  static inline thread_local std::vector<Frame*> stack_;
+  static inline std::mutex mutex_;
+  static inline std::map<std::string, double> self_seconds_;
+  at::CallbackHandle handle_ = 0;
+};
+
 // Best GFLOP/s of an n x n x n matrix product in `dtype`.
 double gemm_ceiling(torch::ScalarType dtype, int64_t n = 2048) {
   auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
@@ -134,10 +198,12 @@ int main(int argc, char** argv) {
   std::vector<std::string> dtypes{"fp32", "bf16"};
   std::vector<std::string> only;
   int threads = 0;
+  bool profile = false;
   app.add_option("--steps", steps, "denoising steps per scenario (first one reported apart)")->check(CLI::Range(2, 1000));
   app.add_option("--sizes", sizes, "image sizes (square)")->delimiter(',');
   app.add_option("--dtypes", dtypes, "fp32, bf16")->delimiter(',');
   app.add_option("--scenarios", only, "subset of: plain, cn1, cn2, guess, half-window")->delimiter(',');
+  app.add_flag("--profile", profile, "also print the aten ops with the most self time per scenario (adds a little time to each op)");
   app.add_option("--threads", threads, "intra-op threads (default: physical cores)");
   CLI11_PARSE(app, argc, argv);
   init_runtime(threads);
@@ -154,6 +220,7 @@ int main(int argc, char** argv) {
                                   {"guess", 1, true, 1.0},
                                   {"half-window", 1, false, 0.5}};
   FlopCounter counter;
+  OpProfile op_profile(profile);
   for (const auto& dtype_name : dtypes) {
     const auto dtype = dtype_name == "bf16" ? torch::kBFloat16 : torch::kFloat;
     const double ceiling = dtype == torch::kBFloat16 ? ceiling_bf16 : ceiling_fp32;
@@ -185,6 +252,7 @@ int main(int argc, char** argv) {
         std::vector<double> rss;
         for (int i = 0; i < steps; ++i) {
           FlopCounter::reset();
+          if (i == 1) op_profile.reset();  // the first step (warm-up) is left out
           auto t0 = Clock::now();
           denoiser(x, torch::tensor(int64_t(999 - i * 50)), i);
           times.push_back(seconds_since(t0));
@@ -199,6 +267,7 @@ int main(int argc, char** argv) {
                     size, s.first, s.min, s.median, s.max, s.total, gflops, gflops / mean_time,
                     100.0 * gflops / mean_time / ceiling,
                     *std::min_element(rss.begin() + 1, rss.end()), *std::max_element(rss.begin() + 1, rss.end()));
+        if (op_profile.enabled()) std::printf("  self time: %s\n", op_profile.top(10).c_str());
         std::fflush(stdout);
       }
     }
