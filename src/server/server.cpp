@@ -17,6 +17,7 @@
 #include "preprocess/preprocess.h"
 #include "sampling/schedule.h"
 #include "server/web_page.h"
+#include "util/dtype.h"
 
 namespace cn::server {
 namespace {
@@ -352,7 +353,9 @@ void Server::Impl::add_routes() {
       o.resolution = int(number("resolution", o.resolution));
       o.threshold_a = number("threshold_a", o.threshold_a);
       o.threshold_b = number("threshold_b", o.threshold_b);
+      o.output_resolution = int(number("output_resolution", o.output_resolution));
       if (!field("framing").empty()) o.framing = preprocess::parse_framing(field("framing"));
+      if (!field("dtype").empty()) o.dtype = parse_dtype(field("dtype"));
       const auto map = preprocess::detect(field("type"), io::decode_rgb_image(field("image"), "image"), o);
       res.set_content(io::encode_png(map), "image/png");
     } catch (const Error& e) {

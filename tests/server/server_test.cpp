@@ -257,6 +257,25 @@ TEST_F(ServerTest, DetectAndPageAndInfo) {
   EXPECT_EQ(cv::norm(served_padded, padded_map, cv::NORM_INF), 0);
   items.pop_back();
 
+  // The map resized to another short side, as detect() does; a dtype it does not know is refused.
+  items.push_back({"output_resolution", "64", "", ""});
+  res = client().Post("/api/detect", items);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  preprocess::DetectOptions resized{100};
+  resized.output_resolution = 64;
+  const auto resized_map = preprocess::detect("canny", io::read_rgb_image(kControl.string()), resized);
+  const auto served_resized = io::decode_rgb_image(res->body, "served map");
+  ASSERT_EQ(served_resized.size(), cv::Size(64, 64));
+  EXPECT_EQ(cv::norm(served_resized, resized_map, cv::NORM_INF), 0);
+  items.push_back({"dtype", "fp33", "", ""});
+  res = client().Post("/api/detect", items);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(error_of(res).find("unknown dtype 'fp33'"), std::string::npos) << res->body;
+  items.pop_back();
+  items.pop_back();
+
   items[1].content = "telepathy";
   res = client().Post("/api/detect", items);
   ASSERT_TRUE(res);
