@@ -4,6 +4,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
+#include "nn/attention.h"
 #include "nn/weights.h"
 #include "preprocess/ade20k.h"
 #include "preprocess/preprocess.h"
@@ -83,13 +84,9 @@ class CBlock : public Module {
 
 torch::Tensor uniformer_detail::self_attention(const torch::Tensor& tokens, torch::nn::Linear& qkv,
                                                torch::nn::Linear& proj, int64_t heads) {
-  const int64_t batch = tokens.size(0), count = tokens.size(1), channels = tokens.size(2);
-  // (3, B, heads, N, d)
-  const auto parts = qkv(tokens).reshape({batch, count, 3, heads, channels / heads}).permute({2, 0, 3, 1, 4});
-  const auto q = parts[0], k = parts[1], v = parts[2];
-  const double scale = 1.0 / std::sqrt(double(channels / heads));
-  const auto weights = (q.matmul(k.transpose(-2, -1)) * scale).softmax(-1);
-  return proj(weights.matmul(v).transpose(1, 2).reshape({batch, count, channels}));
+  // qkv gives [q | k | v] per token, each laid out heads x d as nn::attention splits them.
+  const auto parts = qkv(tokens).chunk(3, -1);
+  return proj(nn::attention(parts[0], parts[1], parts[2], heads));
 }
 
 namespace uniformer_detail {

@@ -33,7 +33,8 @@ class UperHead;
 
 // The SABlocks' global multi-head self-attention on tokens (B, N, C): qkv
 // split as (3, heads, C / heads) per token, softmax(q k^T * d^-0.5) v per
-// head, heads concatenated back in order, then proj. Exposed for tests.
+// head (nn::attention), heads concatenated back in order, then proj. Exposed
+// for tests.
 torch::Tensor self_attention(const torch::Tensor& tokens, torch::nn::Linear& qkv, torch::nn::Linear& proj,
                              int64_t heads);
 }  // namespace uniformer_detail
