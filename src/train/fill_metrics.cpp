@@ -30,27 +30,55 @@ std::string nearest_name(const cv::Vec3d& rgb) {
 
 }  // namespace
 
-cv::Mat disk_from_outline(const cv::Mat& outline_rgb) {
-  cv::Mat gray, walls;
+Circle fit_outline_circle(const cv::Mat& outline_rgb) {
+  cv::Mat gray;
   cv::cvtColor(outline_rgb, gray, cv::COLOR_RGB2GRAY);
-  cv::threshold(gray, walls, 64, 255, cv::THRESH_BINARY);
-  // Flood the outside from the border; what it cannot reach is the disk.
-  cv::Mat outside = walls.clone();
-  cv::Mat pad;
-  cv::copyMakeBorder(outside, pad, 1, 1, 1, 1, cv::BORDER_CONSTANT, 0);
-  cv::floodFill(pad, cv::Point(0, 0), 128);
-  cv::Mat reached = pad(cv::Rect(1, 1, outline_rgb.cols, outline_rgb.rows)) == 128;
-  return ~reached;
+  // Least squares over x^2 + y^2 + D x + E y + F = 0 (Kasa's algebraic fit),
+  // each pixel weighted by its intensity: an anti-aliased line's weighted
+  // pixels centre on the line itself, and unlike a centroid the fit stays on
+  // the circle where the image border cuts part of the line away.
+  cv::Matx33d normal = cv::Matx33d::zeros();
+  cv::Vec3d rhs(0, 0, 0);
+  double total = 0;
+  for (int y = 0; y < gray.rows; ++y)
+    for (int x = 0; x < gray.cols; ++x) {
+      const double w = gray.at<uint8_t>(y, x);
+      if (w == 0) continue;
+      const cv::Vec3d row(x, y, 1);
+      normal += w * row * row.t();
+      rhs += -w * (double(x) * x + double(y) * y) * row;
+      total += w;
+    }
+  cv::Vec3d def;
+  if (total <= 0 || !cv::solve(normal, rhs, def, cv::DECOMP_CHOLESKY))
+    throw Error("fill metrics: the outline image holds no circle");
+  Circle c{-def[0] / 2, -def[1] / 2, 0};
+  const double r2 = c.cx * c.cx + c.cy * c.cy - def[2];
+  if (!(r2 > 0)) throw Error("fill metrics: the outline image holds no circle");
+  c.r = std::sqrt(r2);
+  return c;
+}
+
+cv::Mat disk_mask(cv::Size size, const Circle& circle) {
+  cv::Mat mask(size, CV_8U);
+  for (int y = 0; y < size.height; ++y)
+    for (int x = 0; x < size.width; ++x)
+      mask.at<uint8_t>(y, x) = std::hypot(x - circle.cx, y - circle.cy) <= circle.r ? 255 : 0;
+  return mask;
 }
 
 FillScore score_fill(const cv::Mat& generated_rgb, const cv::Mat& outline_rgb, const std::string& prompt) {
   const auto first = prompt.find(' '), with = prompt.find(" with "), bg_end = prompt.find(" background");
   if (first == std::string::npos || with == std::string::npos || bg_end == std::string::npos)
     throw Error("fill metrics: prompt is not '<fill> circle with <background> background': " + prompt);
-  const auto fill = colour_of(prompt.substr(0, first)), background = colour_of(prompt.substr(with + 6, bg_end - with - 6));
-  cv::Mat outline;
-  cv::resize(outline_rgb, outline, generated_rgb.size(), 0, 0, cv::INTER_NEAREST);
-  const cv::Mat truth = disk_from_outline(outline);
+  const auto fill_name = prompt.substr(0, first), background_name = prompt.substr(with + 6, bg_end - with - 6);
+  const auto fill = colour_of(fill_name), background = colour_of(background_name);
+  // The outline's circle in the generated image's pixel coordinates (pixel
+  // centres map as (x + 0.5) * scale - 0.5).
+  auto circle = fit_outline_circle(outline_rgb);
+  const double sx = double(generated_rgb.cols) / outline_rgb.cols, sy = double(generated_rgb.rows) / outline_rgb.rows;
+  circle = {(circle.cx + 0.5) * sx - 0.5, (circle.cy + 0.5) * sy - 0.5, circle.r * std::sqrt(sx * sy)};
+  const cv::Mat truth = disk_mask(generated_rgb.size(), circle);
   cv::Mat painted(generated_rgb.size(), CV_8U);
   for (int y = 0; y < generated_rgb.rows; ++y)
     for (int x = 0; x < generated_rgb.cols; ++x) {
@@ -61,10 +89,15 @@ FillScore score_fill(const cv::Mat& generated_rgb, const cv::Mat& outline_rgb, c
   FillScore s;
   const double inter = cv::countNonZero(truth & painted), uni = cv::countNonZero(truth | painted);
   s.iou = uni > 0 ? inter / uni : 0.0;
-  const cv::Scalar inside = cv::mean(generated_rgb, truth), outside = cv::mean(generated_rgb, ~truth);
+  // Dominant colours away from the edge, where anti-aliasing mixes the two.
+  constexpr double kEdge = 1.5;
+  cv::Mat inner = disk_mask(generated_rgb.size(), {circle.cx, circle.cy, circle.r - kEdge});
+  if (cv::countNonZero(inner) == 0) inner = truth;
+  const cv::Mat outer = ~disk_mask(generated_rgb.size(), {circle.cx, circle.cy, circle.r + kEdge});
+  const cv::Scalar inside = cv::mean(generated_rgb, inner), outside = cv::mean(generated_rgb, outer);
   s.fill_seen = nearest_name({inside[0], inside[1], inside[2]});
   s.background_seen = nearest_name({outside[0], outside[1], outside[2]});
-  s.colours_right = s.fill_seen == prompt.substr(0, first) && s.background_seen == prompt.substr(with + 6, bg_end - with - 6);
+  s.colours_right = s.fill_seen == fill_name && s.background_seen == background_name;
   return s;
 }
 
@@ -91,6 +124,7 @@ FillFidelity measure_fill_fidelity(Pipeline& pipeline, const std::string& model_
     const auto j = nlohmann::json::parse(line);
     const auto source = (data / j["source"].get<std::string>()).string();
     const auto outline = io::read_rgb_image(source);
+    result.targets.push_back(score_fill(io::read_rgb_image((data / j["target"].get<std::string>()).string()), outline, j["prompt"]));
     for (bool with : {true, false}) {
       GenerateOptions o = settings;
       o.prompt = j["prompt"];

@@ -15,18 +15,28 @@ struct FillScore {
   std::string fill_seen, background_seen;
 };
 
-// The disk enclosed by a white outline on black (outline included), as a mask.
-cv::Mat disk_from_outline(const cv::Mat& outline_rgb);
+// The circle a white outline on black draws (centre and radius in pixel
+// coordinates, pixel centres at integers), fitted to the line's centre.
+struct Circle {
+  double cx = 0, cy = 0, r = 0;
+};
+Circle fit_outline_circle(const cv::Mat& outline_rgb);
 
-// Scores a generated RGB image for a "<fill> circle with <background> background" prompt.
+// Pixels whose centres lie within the circle (255), the rest 0.
+cv::Mat disk_mask(cv::Size size, const Circle& circle);
+
+// Scores a generated RGB image for a "<fill> circle with <background> background"
+// prompt against the disk the outline encloses (the disk whose boundary is the
+// outline's centre line, so that the dataset's own targets score about 1).
 FillScore score_fill(const cv::Mat& generated_rgb, const cv::Mat& outline_rgb, const std::string& prompt);
 
 // The fill task on `count` held-out conditions (a fill dataset drawn with
 // `seed`, in a temporary folder): each is generated with `settings` (steps,
 // sampler, CFG; the seed is the condition's index) twice, with the model's
-// ControlNet (model_dir/controlnet) and without it, and scored.
+// ControlNet (model_dir/controlnet) and without it, and scored. The
+// dataset's own targets are scored too: the metric's ceiling.
 struct FillFidelity {
-  std::vector<FillScore> with_controlnet, without_controlnet;  // per condition
+  std::vector<FillScore> with_controlnet, without_controlnet, targets;  // per condition
   static double mean_iou(const std::vector<FillScore>& scores);
   static double colour_accuracy(const std::vector<FillScore>& scores);
 };
