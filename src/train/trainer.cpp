@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <unordered_map>
@@ -154,6 +155,8 @@ class Trainer {
         }) {
     data_ready_ = true;
     const bool controlnet = o.train.count("controlnet") > 0;
+    if (o.lr_schedule != "constant" && o.lr_schedule != "cosine")
+      throw Error("train: unknown --lr-schedule '" + o.lr_schedule + "' (valid: constant, cosine)");
     if (controlnet && o.train.size() > 1) throw Error("train: --train controlnet cannot be combined with base parts");
     if (o.train.count("vae") && o.train.size() > 1)
       throw Error("train: train the VAE alone first; the other parts learn in its latent space");
@@ -253,6 +256,9 @@ class Trainer {
       }
       const double step_loss = step_loss_sum.item<double>();
       if (o_.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(masters_, o_.max_grad_norm);
+      // A function of the step alone, so a resumed run continues the schedule.
+      for (auto& group : optimizer_->param_groups())
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(scheduled_lr(o_, step_, total_));
       optimizer_->step();
       optimizer_->zero_grad();
       copy_masters_to_working();
@@ -337,16 +343,15 @@ class Trainer {
 
   torch::Tensor compute_loss(const Batch& batch) {
     if (o_.train.count("vae")) {
-      // Reconstruction + KL, the LDM autoencoder objective without its GAN term.
+      // Reconstruction + KL, the LDM autoencoder objective without its
+      // perceptual and GAN terms.
       auto posterior = base_.vae->encode(batch.images.to(dtype()));
       auto z = posterior.mean + posterior.std() * own_rows(torch::randn(global_shape(posterior.mean.sizes()), generator_)).to(dtype());
       auto reconstruction = base_.vae->decode(z);
-      // Latent statistics for the scaling factor (LDM: 1 / std of the latents).
-      latent_sum_ += posterior.mean.detach().sum().item<double>();
-      latent_sq_sum_ += posterior.mean.detach().pow(2).sum().item<double>();
-      latent_count_ += double(posterior.mean.numel());
       auto kl = 0.5 * (posterior.mean.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar).sum({1, 2, 3}).mean();
-      return torch::mse_loss(reconstruction.to(torch::kFloat), batch.images) + o_.kl_weight * kl.to(torch::kFloat);
+      // L1 reconstruction as LDM's autoencoder loss has it: MSE forgives the
+      // small errors that blur edges and shift flat colours.
+      return torch::l1_loss(reconstruction.to(torch::kFloat), batch.images) + o_.kl_weight * kl.to(torch::kFloat);
     }
     DiffusionInputs in;
     in.latents = latents(batch);
@@ -405,10 +410,7 @@ class Trainer {
       // A complete diffusers model folder: every part, tokenizer and scheduler.
       save_component(out / "unet", "diffusion_pytorch_model", base_.unet->config().to_json(), trained_state(*base_.unet));
       auto vae_config = base_.vae->config().to_json();
-      if (o_.train.count("vae") && latent_count_ > 0) {
-        const double mean = latent_sum_ / latent_count_;
-        vae_config["scaling_factor"] = 1.0 / std::sqrt(latent_sq_sum_ / latent_count_ - mean * mean);
-      }
+      if (o_.train.count("vae")) vae_config["scaling_factor"] = latent_scaling_factor();
       save_component(out / "vae", "diffusion_pytorch_model", vae_config, trained_state(*base_.vae));
       save_component(out / "text_encoder", "model", base_.text->config().to_json(), trained_state(*base_.text));
       fs::create_directories(out / "scheduler");
@@ -434,6 +436,25 @@ class Trainer {
     fs::rename(opt_tmp, ckpt / "optimizer.pt");
     write_text(ckpt / "state.json", nlohmann::json{{"step", step_}, {"seed", o_.seed}}.dump(2));
     plot_loss(out / "loss.png", losses_);
+  }
+
+  // LDM's scaling factor, 1 / std of the latents, measured with the encoder
+  // as it is now (statistics gathered during training would mix in the
+  // early, still changing encoders) on up to 1024 samples.
+  double latent_scaling_factor() {
+    torch::NoGradGuard no_grad;
+    const size_t n = std::min<size_t>(data_.size(), 1024);
+    double sum = 0, sq_sum = 0, count = 0;
+    for (size_t start = 0; start < n; start += 64) {
+      std::vector<size_t> indices;
+      for (size_t i = start; i < std::min(n, start + 64); ++i) indices.push_back(i);
+      const auto mean = base_.vae->encode(data_.load(indices).images.to(dtype())).mean.to(torch::kDouble);
+      sum += mean.sum().item<double>();
+      sq_sum += mean.pow(2).sum().item<double>();
+      count += double(mean.numel());
+    }
+    const double mean = sum / count;
+    return 1.0 / std::sqrt(sq_sum / count - mean * mean);
   }
 
   void restore(const std::string& dir) {
@@ -497,11 +518,18 @@ class Trainer {
   torch::Generator generator_;
   int64_t step_ = 0, total_ = 0;
   std::vector<double> losses_;
-  double latent_sum_ = 0, latent_sq_sum_ = 0, latent_count_ = 0;
   std::unordered_map<size_t, torch::Tensor> latent_cache_;
 };
 
 }  // namespace
+
+double scheduled_lr(const TrainOptions& o, int64_t step, int64_t total) {
+  if (step < o.warmup_steps) return o.lr * double(step + 1) / double(o.warmup_steps);
+  if (o.lr_schedule != "cosine") return o.lr;
+  const double span = double(std::max<int64_t>(1, total - o.warmup_steps));
+  const double progress = std::min(1.0, double(step - o.warmup_steps) / span);
+  return o.lr * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
 
 TrainSummary run_training(const TrainOptions& options, const std::function<void(const TrainProgress&)>& progress) {
   Trainer trainer(options);

@@ -24,6 +24,10 @@ struct TrainOptions {
   int64_t steps = 0;            // 0: `epochs` epochs
   int64_t epochs = 1;
   double lr = 1e-5;
+  // Learning rate over the run: "constant" (the paper's), or "cosine": decays
+  // from lr to 0 over the steps. Either way linear from 0 over `warmup_steps`.
+  std::string lr_schedule = "constant";
+  int64_t warmup_steps = 0;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 1e-2;
   int grad_accum = 1;
   double max_grad_norm = 0.0;   // 0: no clipping
@@ -49,6 +53,9 @@ struct TrainOptions {
   // averaged over ranks; only rank 0 writes. Null: this process alone.
   std::shared_ptr<ProcessGroup> group;
 };
+
+// The learning rate of optimizer step `step` (0-based) out of `total`.
+double scheduled_lr(const TrainOptions& o, int64_t step, int64_t total);
 
 struct TrainProgress {
   int64_t step, total;

@@ -2,10 +2,14 @@
 // exactly the loss curve and weights of an uninterrupted one.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 
 #include "io/safetensors.h"
+#include "models/vae.h"
+#include "support/diffusers_folder.h"
 #include "support/golden.h"
 #include "train/dataset.h"
 #include "train/trainer.h"
@@ -85,5 +89,48 @@ TEST(Dataset, FillSamplesMatchTheirPrompts) {
     EXPECT_GT(mask.sum().item<int64_t>(), 50) << "no pixels of the prompted fill colour";
     EXPECT_GT(batch.hints[i].sum().item<double>(), 10.0) << "empty outline";
   }
+  fs::remove_all(tmp);
+}
+
+TEST(Trainer, LearningRateScheduleWarmsUpAndDecays) {
+  train::TrainOptions o;
+  o.lr = 1e-3;
+  o.warmup_steps = 10;
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 0, 110), 1e-4);  // linear warm-up from 0
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 9, 110), 1e-3);
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 50, 110), 1e-3);  // constant after it
+  o.lr_schedule = "cosine";
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 10, 110), 1e-3);  // cosine from the end of the warm-up
+  EXPECT_NEAR(train::scheduled_lr(o, 60, 110), 0.5e-3, 1e-12);
+  EXPECT_NEAR(train::scheduled_lr(o, 109, 110), 1e-3 * 0.5 * (1 + std::cos(M_PI * 99.0 / 100.0)), 1e-15);
+  EXPECT_GT(train::scheduled_lr(o, 100, 110), train::scheduled_lr(o, 105, 110));
+}
+
+// A VAE trained from scratch saves the scaling factor of its own final
+// encoder: the scaled latents of the training images have unit spread.
+TEST(Trainer, TrainedVaeScalesItsLatentsToUnitStd) {
+  const auto tmp = fs::temp_directory_path() / "cn_trainer_vae_test";
+  fs::remove_all(tmp);
+  train::write_fill_dataset((tmp / "data").string(), 16, 64, 7);
+  train::TrainOptions o;
+  o.model = (fs::path(CONTROLNET_SOURCE_DIR) / "models" / "default-config").string();
+  o.from_scratch = true;
+  o.train = {"vae"};
+  o.data = (tmp / "data").string();
+  o.output = (tmp / "run").string();
+  o.resolution = 64;
+  o.batch_size = 4;
+  o.lr = 1e-3;
+  o.steps = 3;
+  train::run_training(o, {});
+  auto vae = cn::testing::load_diffusers_component<models::AutoencoderKL, models::VaeConfig>(tmp / "run" / "vae");
+  const double scale = vae->scaling_factor();
+  ASSERT_TRUE(std::isfinite(scale) && scale > 0) << scale;
+  train::PairDataset data(o.data, 64, false, {});
+  std::vector<size_t> all(data.size());
+  std::iota(all.begin(), all.end(), size_t{0});
+  torch::NoGradGuard no_grad;
+  const auto latents = vae->encode(data.load(all).images).mean * scale;
+  EXPECT_NEAR(latents.std(/*unbiased=*/false).item<double>(), 1.0, 1e-3);
   fs::remove_all(tmp);
 }
