@@ -26,8 +26,9 @@ Circle fit_outline_circle(const cv::Mat& outline_rgb);
 cv::Mat disk_mask(cv::Size size, const Circle& circle);
 
 // Scores a generated RGB image for a "<fill> circle with <background> background"
-// prompt against the disk the outline encloses (the disk whose boundary is the
-// outline's centre line, so that the dataset's own targets score about 1).
+// prompt against the disk the outline encloses: the disk whose boundary is the
+// outline's centre line, which a disk painted by covered area matches (the
+// dataset's targets, OpenCV's filled circles, end ~0.6 px inside it).
 FillScore score_fill(const cv::Mat& generated_rgb, const cv::Mat& outline_rgb, const std::string& prompt);
 
 // The fill task on `count` held-out conditions (a fill dataset drawn with

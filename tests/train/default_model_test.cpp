@@ -14,9 +14,9 @@ namespace {
 // Measured on the shipped model with these exact settings, under the earlier
 // flood-fill truth disk: mean IoU 0.58 with the ControlNet and 0.36 without on
 // these 10 conditions (bench/fill-fidelity over 100: 0.654 and 0.289 then,
-// 0.644 and 0.284 with the fitted circle). The bounds sit below the measurement so that a
-// retrained model of the same quality passes, while a ControlNet that stopped
-// steering (or a broken pipeline) fails.
+// 0.644 and 0.284 with the fitted circle). The bounds sit below the
+// measurement so that a retrained model of the same quality passes, while a
+// ControlNet that stopped steering (or a broken pipeline) fails.
 constexpr int kConditions = 10;
 constexpr double kMinIouWithControlNet = 0.45;
 constexpr double kMinGainOverBase = 0.10;

@@ -95,7 +95,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--steps", o.steps, "Optimizer steps (0: --epochs)")->capture_default_str();
   cmd->add_option("--epochs", o.epochs, "Epochs when --steps is 0")->capture_default_str();
   cmd->add_option("--lr", o.lr, "AdamW learning rate")->capture_default_str();
-  cmd->add_option("--lr-schedule", o.lr_schedule, "constant, or cosine (decays to 0 at the last step)")
+  cmd->add_option("--lr-schedule", o.lr_schedule, "constant, or cosine (decays towards 0 by the last step)")
       ->capture_default_str();
   cmd->add_option("--warmup-steps", o.warmup_steps, "Steps of linear learning-rate warm-up from 0")->capture_default_str();
   cmd->add_option("--beta1", o.beta1)->capture_default_str();
