@@ -4,6 +4,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
+#include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -188,9 +190,18 @@ void write_fill_dataset(const std::string& dir, int64_t count, int size, uint64_
     const cv::Point centre(int(std::lround(cx(rng))), int(std::lround(cy(rng))));
     const int r = int(std::lround(radius));
     auto colour = [&](size_t c) { return cv::Scalar(colours[c].second[0], colours[c].second[1], colours[c].second[2]); };
-    cv::Mat source(size, size, CV_8UC3, cv::Scalar::all(0)), target(size, size, CV_8UC3, colour(background));
+    cv::Mat source(size, size, CV_8UC3, cv::Scalar::all(0)), target(size, size, CV_8UC3);
     cv::circle(source, centre, r, cv::Scalar::all(255), std::max(1, size / 64), cv::LINE_AA);
-    cv::circle(target, centre, r, colour(fill), cv::FILLED, cv::LINE_AA);
+    // The disk's edge on the outline's centre line: each pixel takes the fill
+    // in proportion to its covered area (OpenCV's filled anti-aliased circle
+    // ends about 0.6 px inside the same circle's outline).
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x) {
+        const double cover = std::clamp(r + 0.5 - std::hypot(x - centre.x, y - centre.y), 0.0, 1.0);
+        for (int ch = 0; ch < 3; ++ch)
+          target.at<cv::Vec3b>(y, x)[ch] = cv::saturate_cast<uint8_t>(cover * colours[fill].second[size_t(ch)] +
+                                                                       (1 - cover) * colours[background].second[size_t(ch)]);
+      }
     const auto name = std::to_string(i) + ".png";
     io::write_png((fs::path(dir) / "source" / name).string(), source);
     io::write_png((fs::path(dir) / "target" / name).string(), target);

@@ -27,8 +27,8 @@ cv::Mat disk_mask(cv::Size size, const Circle& circle);
 
 // Scores a generated RGB image for a "<fill> circle with <background> background"
 // prompt against the disk the outline encloses: the disk whose boundary is the
-// outline's centre line, which a disk painted by covered area matches (the
-// dataset's targets, OpenCV's filled circles, end ~0.6 px inside it).
+// outline's centre line, which the dataset's targets (painted by covered area)
+// match.
 FillScore score_fill(const cv::Mat& generated_rgb, const cv::Mat& outline_rgb, const std::string& prompt);
 
 // The fill task on `count` held-out conditions (a fill dataset drawn with

@@ -44,11 +44,14 @@ TEST(Precision, Bf16TrainsCloseToFp32) {
   CN_REQUIRE_GOLDEN();
   const auto tmp = fs::temp_directory_path() / "cn_bf16_test";
   fs::remove_all(tmp);
-  train::write_fill_dataset((tmp / "data").string(), 8, 64, 5);
+  // 128 px: at 64 px the mini UNet's deepest level is 1x1, GroupNorm
+  // groups of 2 values amplify each rounding, and bf16 predictions there
+  // differ from fp32 by 23 % (rms), whatever the arithmetic's correctness.
+  train::write_fill_dataset((tmp / "data").string(), 8, 128, 5);
   train::TrainOptions o;
   o.model = (cn::testing::golden_root() / "mini-sd15").string();
   o.data = (tmp / "data").string();
-  o.resolution = 64;
+  o.resolution = 128;
   o.batch_size = 2;
   o.steps = 2;
   o.lr = 1e-3;
@@ -65,10 +68,10 @@ TEST(Precision, Bf16TrainsCloseToFp32) {
   // Step 1 has the same weights, data and draws; only the arithmetic
   // differs. bf16 keeps 8 significant bits, so each value of the prediction
   // is off by a few bf16 roundings (2^-9 relative each), mostly independent:
-  // they average out over the MSE's 2x4x8x8 = 512 terms. A systematic error
+  // they average out over the MSE's 2x4x16x16 = 2048 terms. A systematic error
   // (a part computing from wrongly cast inputs, an fp32 path rounded through
   // bf16 twice) biases the loss by at least one bf16 step, 2^-8 = 0.4 %,
-  // which is the bound. Measured: 1.6e-4.
+  // which is the bound. Measured: 8.0e-4 (4.0e-4 with OpenCV-drawn disks).
   const double rel = std::abs(bf16[0] - fp32[0]) / fp32[0];
   EXPECT_LT(rel, 1.0 / 256) << "fp32 " << fp32[0] << " bf16 " << bf16[0];
   std::cout << "[ figures  ] step-1 loss fp32 " << fp32[0] << " bf16 " << bf16[0] << " (relative " << rel << ")\n";
