@@ -26,6 +26,7 @@
 #include "controlnet/runtime.h"
 #include "models/controlnet.h"
 #include "models/unet.h"
+#include "nn/attention.h"
 #include "pipeline/denoise.h"
 
 using namespace cn;
@@ -199,12 +200,16 @@ int main(int argc, char** argv) {
   std::vector<std::string> only;
   int threads = 0;
   bool profile = false;
+  std::vector<int64_t> budgets{0};
   app.add_option("--steps", steps, "denoising steps per scenario (first one reported apart)")->check(CLI::Range(2, 1000));
   app.add_option("--sizes", sizes, "image sizes (square)")->delimiter(',');
   app.add_option("--dtypes", dtypes, "fp32, bf16")->delimiter(',');
   app.add_option("--scenarios", only, "subset of: plain, cn1, cn2, guess, half-window")->delimiter(',');
   app.add_flag("--profile", profile, "also print the aten ops with the most self time per scenario (adds a little time to each op)");
   app.add_option("--threads", threads, "intra-op threads (default: physical cores)");
+  app.add_option("--attention-budgets", budgets,
+                 "attention score-block sizes in elements to compare, each scenario run once per value (0: the default)")
+      ->delimiter(',');
   CLI11_PARSE(app, argc, argv);
   init_runtime(threads);
   torch::NoGradGuard no_grad;
@@ -219,6 +224,20 @@ int main(int argc, char** argv) {
                                   {"cn2", 2, false, 1.0},
                                   {"guess", 1, true, 1.0},
                                   {"half-window", 1, false, 0.5}};
+  // Each selected scenario once per attention budget, labelled with it when several are compared.
+  struct Run {
+    Scenario scenario;
+    int64_t budget;
+    std::string label;
+  };
+  std::vector<Run> runs;
+  for (const auto& scenario : all) {
+    if (!only.empty() && std::find(only.begin(), only.end(), scenario.name) == only.end()) continue;
+    for (const int64_t budget : budgets)
+      runs.push_back({scenario, budget,
+                      budgets.size() == 1 ? scenario.name
+                                          : scenario.name + "@" + (budget ? std::to_string(budget >> 10) + "K" : "default")});
+  }
   FlopCounter counter;
   OpProfile op_profile(profile);
   for (const auto& dtype_name : dtypes) {
@@ -239,8 +258,8 @@ int main(int argc, char** argv) {
     for (int size : sizes) {
       const int64_t latent = size / 8;
       auto context = torch::randn({1, 77, config.cross_attention_dim}).to(dtype);
-      for (const auto& scenario : all) {
-        if (!only.empty() && std::find(only.begin(), only.end(), scenario.name) == only.end()) continue;
+      for (const auto& [scenario, budget, label] : runs) {
+        nn::set_attention_slice_budget(budget);
         std::vector<pipeline::ActiveControlNet> controls;
         for (int i = 0; i < scenario.controlnets; ++i) {
           auto hint = torch::rand({1, 3, size, size}).to(dtype);
@@ -263,7 +282,7 @@ int main(int argc, char** argv) {
         const double mean_flops = std::accumulate(flops.begin(), flops.end(), 0.0) / flops.size();
         const double gflops = mean_flops / 1e9;
         const double mean_time = s.total / steps;
-        std::printf("%-12s %5d %8.3f %8.3f %8.3f %8.3f %8.2f %10.1f %8.1f %8.1f%% %5.0f-%.0f\n", scenario.name.c_str(),
+        std::printf("%-12s %5d %8.3f %8.3f %8.3f %8.3f %8.2f %10.1f %8.1f %8.1f%% %5.0f-%.0f\n", label.c_str(),
                     size, s.first, s.min, s.median, s.max, s.total, gflops, gflops / mean_time,
                     100.0 * gflops / mean_time / ceiling,
                     *std::min_element(rss.begin() + 1, rss.end()), *std::max_element(rss.begin() + 1, rss.end()));

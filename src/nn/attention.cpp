@@ -5,9 +5,10 @@
 namespace cn::nn {
 namespace {
 
-// 4M float32 elements (16 MB) per score block: large enough that small inputs
-// go in one slice, small enough that 512x512 SD never holds the full matrix.
-constexpr int64_t kDefaultBudget = int64_t{1} << 22;
+// Elements per score block: 256K (1 MB in float32, 512 KB in bf16) keeps
+// the block in a core's L2 between the two matmuls and the softmax, which
+// otherwise stream the scores through memory three times.
+constexpr int64_t kDefaultBudget = int64_t{1} << 18;
 std::atomic<int64_t> slice_budget{kDefaultBudget};
 
 // [B, N, H*D] -> [B*H, N, D]
@@ -28,9 +29,12 @@ void set_attention_slice_budget(int64_t elements) {
   slice_budget = elements > 0 ? elements : kDefaultBudget;
 }
 
-int64_t attention_slice_rows(int64_t batch_heads, int64_t queries, int64_t keys) {
-  const int64_t per_row = std::max<int64_t>(1, batch_heads * keys);
-  return std::clamp<int64_t>(slice_budget.load() / per_row, 1, queries);
+AttentionBlock attention_block(int64_t batch_heads, int64_t queries, int64_t keys) {
+  const int64_t budget = slice_budget.load(), per_matrix = std::max<int64_t>(1, queries * keys);
+  // Whole matrices while they fit (fewer, larger matmuls), else row slices
+  // of one head's matrix.
+  if (per_matrix <= budget) return {std::clamp<int64_t>(budget / per_matrix, 1, batch_heads), queries};
+  return {1, std::clamp<int64_t>(budget / std::max<int64_t>(1, keys), 1, queries)};
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -41,30 +45,34 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   const bool widen = upcast && q.scalar_type() != torch::kFloat && q.scalar_type() != torch::kDouble;
   auto qh = split_heads(q, heads), kh = split_heads(k, heads), vh = split_heads(v, heads);
   if (widen) qh = qh.to(torch::kFloat), kh = kh.to(torch::kFloat);
+  // The scale goes on the queries (N x D values) rather than the scores
+  // (N x M), and bmm rather than baddbmm: LibTorch 1.13's CPU baddbmm can
+  // read an uninitialised output even with beta = 0.
+  qh = qh * scale;
   const auto kt = kh.transpose(1, 2);
-  const int64_t n = qh.size(1);
-  const int64_t rows = attention_slice_rows(qh.size(0), n, kh.size(1));
+  const int64_t bh = qh.size(0), n = qh.size(1);
+  const auto block = attention_block(bh, n, kh.size(1));
 
-  // bmm then scale (not baddbmm over an uninitialised tensor: LibTorch 1.13's
-  // CPU kernel can read that memory even with beta = 0).
-  auto attend = [&](const torch::Tensor& q_rows, const torch::Tensor& mask_rows) {
-    auto scores = torch::bmm(q_rows, kt).mul_(scale);
-    if (mask_rows.defined()) scores.add_(mask_rows);
-    auto probs = scores.softmax(-1);
-    return torch::bmm(probs.to(vh.scalar_type()), vh);
-  };
-  auto mask_slice = [&](int64_t start, int64_t len) {
-    if (!mask.defined() || mask.size(-2) == 1) return mask;
-    return mask.narrow(-2, start, len);
+  auto attend = [&](int64_t head, int64_t heads_len, int64_t row, int64_t rows_len) {
+    auto scores = torch::bmm(qh.narrow(0, head, heads_len).narrow(1, row, rows_len), kt.narrow(0, head, heads_len));
+    if (mask.defined()) {
+      auto m = mask;
+      if (m.dim() == 3 && m.size(0) > 1) m = m.narrow(0, head, heads_len);
+      if (m.size(-2) > 1) m = m.narrow(-2, row, rows_len);
+      scores.add_(m);
+    }
+    return torch::bmm(scores.softmax(-1).to(vh.scalar_type()), vh.narrow(0, head, heads_len));
   };
 
-  if (rows >= n) return merge_heads(attend(qh, mask), heads);
-  std::vector<torch::Tensor> slices;
-  for (int64_t start = 0; start < n; start += rows) {
-    const int64_t len = std::min(rows, n - start);
-    slices.push_back(attend(qh.narrow(1, start, len), mask_slice(start, len)));
+  if (block.heads >= bh && block.rows >= n) return merge_heads(attend(0, bh, 0, n), heads);
+  auto out = torch::empty({bh, n, vh.size(2)}, vh.options());
+  for (int64_t head = 0; head < bh; head += block.heads) {
+    const int64_t heads_len = std::min(block.heads, bh - head);
+    for (int64_t row = 0; row < n; row += block.rows) {
+      const int64_t rows_len = std::min(block.rows, n - row);
+      out.narrow(0, head, heads_len).narrow(1, row, rows_len).copy_(attend(head, heads_len, row, rows_len));
+    }
   }
-  auto out = torch::cat(slices, 1);
   return merge_heads(out, heads);
 }
 

@@ -80,18 +80,28 @@ TEST(UNet, Bf16StaysCloseToFloat32) {
   EXPECT_LT(err, 0.1 * spread);
 }
 
-TEST(Attention, SlicedEqualsWhole) {
+TEST(Attention, BlocksEqualWhole) {
   torch::manual_seed(0);
   auto q = torch::randn({2, 300, 32}), k = torch::randn({2, 77, 32}), v = torch::randn({2, 77, 32});
-  auto whole = nn::attention(q, k, v, 4);
-  nn::set_attention_slice_budget(2 * 4 * 77 * 16);  // 16 query rows per slice
-  ASSERT_EQ(nn::attention_slice_rows(8, 300, 77), 16);
-  auto sliced = nn::attention(q, k, v, 4);
   auto causal = torch::full({300, 77}, -INFINITY).triu(1);
-  auto sliced_masked = nn::attention(q, k, v, 4, false, causal);
+  auto per_head = torch::randn({8, 300, 77});  // a different mask for each of the 2 x 4 matrices
+  auto whole = nn::attention(q, k, v, 4), whole_causal = nn::attention(q, k, v, 4, false, causal),
+       whole_per_head = nn::attention(q, k, v, 4, false, per_head);
+  EXPECT_GT((whole - whole_causal).abs().max().item<double>(), 1e-3);  // the masks matter
+  EXPECT_GT((whole_causal - whole_per_head).abs().max().item<double>(), 1e-3);
+  struct Case {
+    int64_t budget, heads, rows;
+  };
+  // Row slices of one head (16 rows, the last 12), then groups of whole
+  // matrices (3, 3, 2).
+  for (const auto& c : {Case{77 * 16, 1, 16}, Case{3 * 300 * 77, 3, 300}}) {
+    nn::set_attention_slice_budget(c.budget);
+    const auto block = nn::attention_block(8, 300, 77);
+    EXPECT_EQ(block.heads, c.heads);
+    EXPECT_EQ(block.rows, c.rows);
+    EXPECT_LT((nn::attention(q, k, v, 4) - whole).abs().max().item<double>(), 1e-6);
+    EXPECT_LT((nn::attention(q, k, v, 4, false, causal) - whole_causal).abs().max().item<double>(), 1e-6);
+    EXPECT_LT((nn::attention(q, k, v, 4, false, per_head) - whole_per_head).abs().max().item<double>(), 1e-6);
+  }
   nn::set_attention_slice_budget(0);
-  auto whole_masked = nn::attention(q, k, v, 4, false, causal);
-  EXPECT_LT((whole - sliced).abs().max().item<double>(), 1e-6);
-  EXPECT_LT((whole_masked - sliced_masked).abs().max().item<double>(), 1e-6);
-  EXPECT_GT((whole - whole_masked).abs().max().item<double>(), 1e-3);  // the mask matters
 }
