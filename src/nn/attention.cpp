@@ -5,10 +5,13 @@
 namespace cn::nn {
 namespace {
 
-// Elements per score block: 256K (1 MB in float32, 512 KB in bf16) keeps
-// the block in a core's L2 between the two matmuls and the softmax, which
-// otherwise stream the scores through memory three times.
-constexpr int64_t kDefaultBudget = int64_t{1} << 18;
+// Elements per score block: 4M (16 MB in float32) keeps 512x512 SD from
+// ever holding the full matrices. Smaller blocks sized for L2 were slower
+// (bench_sd15-controlnet --attention-budgets, bf16 512: 256K 12-20 % and 64K
+// 45 % slower per step; 1M to 16M alike within the machine's noise): the
+// matmuls over 40-wide heads and the per-block dispatch cost more than the
+// cache saves.
+constexpr int64_t kDefaultBudget = int64_t{1} << 22;
 std::atomic<int64_t> slice_budget{kDefaultBudget};
 
 // [B, N, H*D] -> [B*H, N, D]

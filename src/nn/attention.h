@@ -8,7 +8,7 @@ namespace cn::nn {
 // Multi-head attention on [B, N, C] queries and [B, M, C] keys/values, returning
 // [B, N, C]; C is split into `heads` heads and scores are scaled by head_dim^-0.5.
 //
-// Heads and query tokens are processed in blocks that stay in cache: a 64x64
+// Heads and query tokens are processed in blocks of a few megabytes: a 64x64
 // latent has 4096 tokens, and the full 4096x4096 score matrices of all heads
 // would cost hundreds of MB per layer. `upcast` computes
 // scores and softmax in float32 for half-precision inputs (SD2's
