@@ -105,3 +105,24 @@ TEST(Attention, BlocksEqualWhole) {
   }
   nn::set_attention_slice_budget(0);
 }
+
+// Training backpropagates through the blocks (written into one output).
+TEST(Attention, BlockGradientsEqualWholeOnes) {
+  torch::manual_seed(1);
+  auto q = torch::randn({2, 300, 32}, torch::requires_grad()), k = torch::randn({2, 77, 32}, torch::requires_grad()),
+       v = torch::randn({2, 77, 32}, torch::requires_grad());
+  auto weights = torch::randn({2, 300, 32});
+  auto gradients = [&] {
+    for (auto* t : {&q, &k, &v}) t->mutable_grad().reset();
+    (nn::attention(q, k, v, 4) * weights).sum().backward();
+    return std::vector<torch::Tensor>{q.grad().clone(), k.grad().clone(), v.grad().clone()};
+  };
+  const auto whole = gradients();
+  nn::set_attention_slice_budget(77 * 16);
+  const auto blocked = gradients();
+  nn::set_attention_slice_budget(0);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_GT(whole[i].abs().max().item<double>(), 1e-3);
+    EXPECT_LT((blocked[i] - whole[i]).abs().max().item<double>(), 1e-5) << "input " << i;
+  }
+}
