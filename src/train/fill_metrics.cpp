@@ -6,7 +6,10 @@
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
+#include "io/checkpoint.h"
 #include "io/image.h"
+#include "models/vae.h"
+#include "nn/weights.h"
 #include "train/dataset.h"
 
 namespace cn::train {
@@ -118,13 +121,32 @@ FillFidelity measure_fill_fidelity(Pipeline& pipeline, const std::string& model_
   const auto data = fs::temp_directory_path() / ("cn_fill_heldout_" + std::to_string(seed) + "_" + std::to_string(count));
   write_fill_dataset(data.string(), count, 64, seed);
   FillFidelity result;
+  const auto source_model = io::load_sd_model(model_dir);
+  models::AutoencoderKL vae(models::VaeConfig::from_json(source_model.vae.config));
+  nn::load_weights(*vae, source_model.vae.weights, source_model.vae.source);
+  vae->eval();
+  // Encode the posterior mean and decode, in float32 (the pipeline's dtype
+  // on the CPU): a uint8 image comes back.
+  auto round_trip = [&](const cv::Mat& rgb) {
+    torch::NoGradGuard no_grad;
+    auto x = io::image_to_tensor(rgb).mul(2).sub(1);
+    auto y = vae->decode(vae->encode(x).mean).add(1).div(2).clamp(0, 1);
+    return io::tensor_to_image(y[0]);
+  };
+  double error_sum = 0;
   std::ifstream index(data / "prompt.json");
   std::string line;
   for (int i = 0; std::getline(index, line); ++i) {
     const auto j = nlohmann::json::parse(line);
     const auto source = (data / j["source"].get<std::string>()).string();
     const auto outline = io::read_rgb_image(source);
-    result.targets.push_back(score_fill(io::read_rgb_image((data / j["target"].get<std::string>()).string()), outline, j["prompt"]));
+    const auto target = io::read_rgb_image((data / j["target"].get<std::string>()).string());
+    result.targets.push_back(score_fill(target, outline, j["prompt"]));
+    const auto through_vae = round_trip(target);
+    result.vae_round_trip.push_back(score_fill(through_vae, outline, j["prompt"]));
+    cv::Mat diff;
+    cv::absdiff(through_vae, target, diff);
+    error_sum += cv::mean(diff.reshape(1))[0];
     for (bool with : {true, false}) {
       GenerateOptions o = settings;
       o.prompt = j["prompt"];
@@ -137,6 +159,7 @@ FillFidelity measure_fill_fidelity(Pipeline& pipeline, const std::string& model_
     }
   }
   fs::remove_all(data);
+  if (!result.targets.empty()) result.vae_round_trip_error = error_sum / double(result.targets.size());
   return result;
 }
 

@@ -35,9 +35,12 @@ FillScore score_fill(const cv::Mat& generated_rgb, const cv::Mat& outline_rgb, c
 // `seed`, in a temporary folder): each is generated with `settings` (steps,
 // sampler, CFG; the seed is the condition's index) twice, with the model's
 // ControlNet (model_dir/controlnet) and without it, and scored. The
-// dataset's own targets are scored too: the metric's ceiling.
+// dataset's own targets are scored too (the metric's ceiling), and so are
+// the targets after an encode/decode round trip through the model's VAE
+// (posterior mean): the ceiling the VAE leaves to the UNet and ControlNet.
 struct FillFidelity {
-  std::vector<FillScore> with_controlnet, without_controlnet, targets;  // per condition
+  std::vector<FillScore> with_controlnet, without_controlnet, targets, vae_round_trip;  // per condition
+  double vae_round_trip_error = 0;  // mean |round trip - target| over pixels and channels, in 0-255 steps
   static double mean_iou(const std::vector<FillScore>& scores);
   static double colour_accuracy(const std::vector<FillScore>& scores);
 };
