@@ -171,6 +171,22 @@ const std::vector<std::pair<std::string, std::array<uint8_t, 3>>>& fill_colours(
   return colours;
 }
 
+FillImages draw_fill_sample(int size, cv::Point centre, int radius, const std::array<uint8_t, 3>& fill,
+                            const std::array<uint8_t, 3>& background) {
+  FillImages images{cv::Mat(size, size, CV_8UC3, cv::Scalar::all(0)), cv::Mat(size, size, CV_8UC3)};
+  cv::circle(images.source, centre, radius, cv::Scalar::all(255), std::max(1, size / 64), cv::LINE_AA);
+  // By covered area: OpenCV's filled anti-aliased circle ends about 0.6 px
+  // inside the outline of the same radius.
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x) {
+      const double cover = std::clamp(radius + 0.5 - std::hypot(x - centre.x, y - centre.y), 0.0, 1.0);
+      for (int c = 0; c < 3; ++c)
+        images.target.at<cv::Vec3b>(y, x)[c] =
+            cv::saturate_cast<uint8_t>(cover * fill[size_t(c)] + (1 - cover) * background[size_t(c)]);
+    }
+  return images;
+}
+
 void write_fill_dataset(const std::string& dir, int64_t count, int size, uint64_t seed) {
   if (count < 1 || size < 16) throw Error("dataset fill: need --count >= 1 and --size >= 16");
   fs::create_directories(fs::path(dir) / "source");
@@ -189,19 +205,7 @@ void write_fill_dataset(const std::string& dir, int64_t count, int size, uint64_
     std::uniform_real_distribution<double> cx(radius, size - radius), cy(radius, size - radius);
     const cv::Point centre(int(std::lround(cx(rng))), int(std::lround(cy(rng))));
     const int r = int(std::lround(radius));
-    auto colour = [&](size_t c) { return cv::Scalar(colours[c].second[0], colours[c].second[1], colours[c].second[2]); };
-    cv::Mat source(size, size, CV_8UC3, cv::Scalar::all(0)), target(size, size, CV_8UC3);
-    cv::circle(source, centre, r, cv::Scalar::all(255), std::max(1, size / 64), cv::LINE_AA);
-    // The disk's edge on the outline's centre line: each pixel takes the fill
-    // in proportion to its covered area (OpenCV's filled anti-aliased circle
-    // ends about 0.6 px inside the same circle's outline).
-    for (int y = 0; y < size; ++y)
-      for (int x = 0; x < size; ++x) {
-        const double cover = std::clamp(r + 0.5 - std::hypot(x - centre.x, y - centre.y), 0.0, 1.0);
-        for (int ch = 0; ch < 3; ++ch)
-          target.at<cv::Vec3b>(y, x)[ch] = cv::saturate_cast<uint8_t>(cover * colours[fill].second[size_t(ch)] +
-                                                                       (1 - cover) * colours[background].second[size_t(ch)]);
-      }
+    const auto [source, target] = draw_fill_sample(size, centre, r, colours[fill].second, colours[background].second);
     const auto name = std::to_string(i) + ".png";
     io::write_png((fs::path(dir) / "source" / name).string(), source);
     io::write_png((fs::path(dir) / "target" / name).string(), target);

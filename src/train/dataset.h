@@ -4,6 +4,7 @@
 // to DIR. Images are resized (short side) and centre-cropped to the resolution.
 #include <torch/torch.h>
 
+#include <opencv2/core.hpp>
 #include <array>
 #include <functional>
 #include <future>
@@ -84,6 +85,16 @@ class BatchStream {
 // source = white circle outline on black, target = the disk in one named
 // colour on a background of another, prompt "<fill> circle with <bg> background".
 void write_fill_dataset(const std::string& dir, int64_t count, int size, uint64_t seed);
+
+// One fill sample's RGB images, size x size: the outline (white on black,
+// anti-aliased, size / 64 px wide) and the disk in `fill` on `background`,
+// each pixel taking the fill in proportion to its covered area, so the
+// disk's edge lies on the outline's centre line.
+struct FillImages {
+  cv::Mat source, target;
+};
+FillImages draw_fill_sample(int size, cv::Point centre, int radius, const std::array<uint8_t, 3>& fill,
+                            const std::array<uint8_t, 3>& background);
 
 // The named colours of the fill task (name, RGB).
 const std::vector<std::pair<std::string, std::array<uint8_t, 3>>>& fill_colours();

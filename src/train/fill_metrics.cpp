@@ -8,6 +8,7 @@
 #include "controlnet/error.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
+#include "io/keymap.h"
 #include "models/vae.h"
 #include "nn/weights.h"
 #include "train/dataset.h"
@@ -121,9 +122,11 @@ FillFidelity measure_fill_fidelity(Pipeline& pipeline, const std::string& model_
   const auto data = fs::temp_directory_path() / ("cn_fill_heldout_" + std::to_string(seed) + "_" + std::to_string(count));
   write_fill_dataset(data.string(), count, 64, seed);
   FillFidelity result;
-  const auto source_model = io::load_sd_model(model_dir);
-  models::AutoencoderKL vae(models::VaeConfig::from_json(source_model.vae.config));
-  nn::load_weights(*vae, source_model.vae.weights, source_model.vae.source);
+  // The VAE alone (the pipeline keeps its own copy private).
+  const auto vae_dir = fs::path(model_dir) / "vae";
+  const auto vae_file = (vae_dir / "diffusion_pytorch_model.safetensors").string();
+  models::AutoencoderKL vae(models::VaeConfig::from_json(io::read_json((vae_dir / "config.json").string())));
+  nn::load_weights(*vae, io::read_tensor_file(vae_file), vae_file);
   vae->eval();
   // Encode the posterior mean and decode, in float32 (the pipeline's dtype
   // on the CPU): a uint8 image comes back.

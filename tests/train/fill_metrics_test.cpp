@@ -49,8 +49,9 @@ TEST(FillMetrics, OutlineCircleIsFittedToTheDrawnLine) {
   EXPECT_THROW(train::fit_outline_circle(cv::Mat(8, 8, CV_8UC3, cv::Scalar::all(0))), std::exception);
 }
 
-// A disk drawn by covered area with its edge on the outline's centre line,
-// as a perfect model would paint it, scores IoU near 1 and the right colours.
+// The dataset's disks (drawn by covered area, their edge on the outline's
+// centre line), as a perfect model would paint them, score IoU near 1 and the
+// right colours.
 TEST(FillMetrics, IdealDisksScoreNearOne) {
   const auto& colours = train::fill_colours();
   double worst = 1;
@@ -60,15 +61,7 @@ TEST(FillMetrics, IdealDisksScoreNearOne) {
       const cv::Point centre(size / 2 + (k % 5) - 2, r + 1 + k % 7);
       const auto& fill = colours[size_t(k) % colours.size()];
       const auto& background = colours[size_t(k + 7) % colours.size()];
-      cv::Mat outline(size, size, CV_8UC3, cv::Scalar::all(0)), disk(size, size, CV_8UC3);
-      cv::circle(outline, centre, r, cv::Scalar::all(255), std::max(1, size / 64), cv::LINE_AA);
-      for (int y = 0; y < size; ++y)
-        for (int x = 0; x < size; ++x) {
-          const double cover = std::clamp(r + 0.5 - std::hypot(x - centre.x, y - centre.y), 0.0, 1.0);
-          for (int c = 0; c < 3; ++c)
-            disk.at<cv::Vec3b>(y, x)[c] = cv::saturate_cast<uint8_t>(cover * fill.second[size_t(c)] +
-                                                                     (1 - cover) * background.second[size_t(c)]);
-        }
+      const auto [outline, disk] = train::draw_fill_sample(size, centre, r, fill.second, background.second);
       const auto prompt = fill.first + " circle with " + background.first + " background";
       const auto score = train::score_fill(disk, outline, prompt);
       EXPECT_TRUE(score.colours_right) << prompt << ": saw " << score.fill_seen << " / " << score.background_seen;
