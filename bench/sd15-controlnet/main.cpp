@@ -27,7 +27,9 @@
 #include "models/controlnet.h"
 #include "models/unet.h"
 #include "nn/attention.h"
+#include "nn/weights.h"
 #include "pipeline/denoise.h"
+#include "util/dtype.h"
 
 using namespace cn;
 using Clock = std::chrono::steady_clock;
@@ -201,6 +203,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   bool profile = false;
   std::vector<int64_t> budgets{0};
+  std::vector<std::string> formats{"channels-last"};
   app.add_option("--steps", steps, "denoising steps per scenario (first one reported apart)")->check(CLI::Range(2, 1000));
   app.add_option("--sizes", sizes, "image sizes (square)")->delimiter(',');
   app.add_option("--dtypes", dtypes, "fp32, bf16")->delimiter(',');
@@ -209,6 +212,11 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "intra-op threads (default: physical cores)");
   app.add_option("--attention-budgets", budgets,
                  "attention score-block sizes in elements to compare, each scenario run once per value (0: the default)")
+      ->delimiter(',');
+  app.add_option("--memory-formats", formats,
+                 "layouts of the models' convolution weights and activations to compare: channels-last (the "
+                 "pipeline's), nchw")
+      ->check(CLI::IsMember({"channels-last", "nchw"}))
       ->delimiter(',');
   CLI11_PARSE(app, argc, argv);
   init_runtime(threads);
@@ -245,17 +253,18 @@ int main(int argc, char** argv) {
     const double ceiling = dtype == torch::kBFloat16 ? ceiling_bf16 : ceiling_fp32;
     auto start = Clock::now();
     models::UNetConfig config;  // the defaults are SD1.5's
-    models::UNet2DConditionModel unet(config);
-    unet->to(dtype);
+    // Born in the compute dtype, as the pipeline builds its models.
+    auto unet = construct_in(dtype, [&] { return models::UNet2DConditionModel(config); });
     std::vector<models::ControlNetModel> nets;
-    for (int i = 0; i < 2; ++i) {
-      nets.emplace_back(models::ControlNetConfig::from_unet(config));
-      nets.back()->to(dtype);
-    }
+    for (int i = 0; i < 2; ++i)
+      nets.push_back(construct_in(dtype, [&] { return models::ControlNetModel(models::ControlNetConfig::from_unet(config)); }));
     std::printf("\n== %s: models created in %.1f s, RSS %.0f MB\n", dtype_name.c_str(), seconds_since(start), rss_mb());
     std::printf("%-12s %5s %8s %8s %8s %8s %8s %10s %8s %9s %9s\n", "scenario", "size", "first s", "min s",
                 "median s", "max s", "total s", "GFLOP/step", "GFLOP/s", "% ceiling", "RSS MB");
-    for (int size : sizes) {
+    for (int size : sizes) for (const auto& format : formats) {
+      const auto memory_format = format == "nchw" ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast;
+      nn::set_memory_format(*unet, memory_format);
+      for (auto& net : nets) nn::set_memory_format(*net, memory_format);
       const int64_t latent = size / 8;
       auto context = torch::randn({1, 77, config.cross_attention_dim}).to(dtype);
       for (const auto& [scenario, budget, label] : runs) {
@@ -282,7 +291,8 @@ int main(int argc, char** argv) {
         const double mean_flops = std::accumulate(flops.begin(), flops.end(), 0.0) / flops.size();
         const double gflops = mean_flops / 1e9;
         const double mean_time = s.total / steps;
-        std::printf("%-12s %5d %8.3f %8.3f %8.3f %8.3f %8.2f %10.1f %8.1f %8.1f%% %5.0f-%.0f\n", label.c_str(),
+        const auto name = formats.size() == 1 ? label : label + "/" + format;
+        std::printf("%-12s %5d %8.3f %8.3f %8.3f %8.3f %8.2f %10.1f %8.1f %8.1f%% %5.0f-%.0f\n", name.c_str(),
                     size, s.first, s.min, s.median, s.max, s.total, gflops, gflops / mean_time,
                     100.0 * gflops / mean_time / ceiling,
                     *std::min_element(rss.begin() + 1, rss.end()), *std::max_element(rss.begin() + 1, rss.end()));

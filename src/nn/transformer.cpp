@@ -78,7 +78,7 @@ torch::Tensor Transformer2DImpl::forward(const torch::Tensor& x, const torch::Te
   // Linear projection acts on tokens, the 1x1 conv on the image: same maths, different weight shapes.
   hidden = options_.linear_projection ? proj_in.forward(to_tokens(hidden)) : to_tokens(proj_in.forward(hidden));
   for (const auto& block : *transformer_blocks) hidden = block->as<BasicTransformerBlock>()->forward(hidden, context);
-  hidden = options_.linear_projection ? to_image(proj_out.forward(hidden)) : proj_out.forward(to_image(hidden).contiguous());
+  hidden = options_.linear_projection ? to_image(proj_out.forward(hidden)) : proj_out.forward(to_image(hidden).contiguous(x.suggest_memory_format()));
   return hidden + x;
 }
 

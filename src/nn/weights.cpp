@@ -49,4 +49,25 @@ void load_weights(torch::nn::Module& module, const io::TensorMap& weights, const
   for (auto& [name, slot] : slots) slot.copy_(weights.at(name));
 }
 
+void set_memory_format(torch::nn::Module& module, torch::MemoryFormat format) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters(/*recurse=*/true)) {
+    if (p.dim() != 4 || p.is_contiguous(format)) continue;
+    const bool owns_storage = p.storage_offset() == 0 && p.is_non_overlapping_and_dense() &&
+                              p.storage().nbytes() == size_t(p.numel()) * p.element_size();
+    if (!owns_storage) {
+      p.set_data(p.contiguous(format));
+      continue;
+    }
+    // Relaid in its own storage through a copy of this one tensor: a new
+    // storage per tensor would hold the whole model twice at the peak (the
+    // allocator keeps what is freed).
+    const auto values = p.clone();
+    const auto strides = format == torch::MemoryFormat::ChannelsLast
+                             ? c10::get_channels_last_strides_2d(p.sizes())
+                             : std::vector<int64_t>{p.size(1) * p.size(2) * p.size(3), p.size(2) * p.size(3), p.size(3), 1};
+    p.set_data(torch::empty({0}, p.options()).set_(p.storage(), 0, p.sizes(), strides).copy_(values));
+  }
+}
+
 }  // namespace cn::nn

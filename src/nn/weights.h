@@ -19,4 +19,12 @@ void load_weights(torch::nn::Module& module, const io::TensorMap& weights, const
 // The module's parameters and buffers by name, as a TensorMap (views, no copy).
 io::TensorMap state_dict(const torch::nn::Module& module);
 
+// Stores every 4-D parameter (the convolution kernels) in `format`. With
+// channels-last kernels a convolution gives channels-last output whatever its
+// input's layout, so the whole network then runs channels-last: oneDNN takes
+// the activations without reordering them around each convolution, and the
+// transformers' token view of an image is free. Weights loaded afterwards
+// keep the layout (they are copied into the slots).
+void set_memory_format(torch::nn::Module& module, torch::MemoryFormat format);
+
 }  // namespace cn::nn

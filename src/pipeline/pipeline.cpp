@@ -43,11 +43,13 @@ namespace {
 // Builds a model of type M from a component (config json + diffusers-named weights).
 template <typename Model, typename Config>
 Model build(const io::Component& component, torch::ScalarType dtype, const torch::Device& device) {
-  Model model(Config::from_json(component.config));
-  // Into the compute dtype and device first, so each file tensor is converted
-  // once straight into its slot (fp16 -> bf16 without an fp32 copy of the
-  // whole model next to the bf16 one).
+  // Born in the compute dtype and moved to the device first, so each file
+  // tensor is converted once straight into its slot (fp16 -> bf16 without an
+  // fp32 copy of the whole model).
+  const auto config = Config::from_json(component.config);
+  auto model = construct_in(dtype, [&] { return Model(config); });
   model->to(device, dtype);
+  nn::set_memory_format(*model, torch::MemoryFormat::ChannelsLast);
   nn::load_weights(*model, component.weights, component.source);
   model->eval();
   return model;

@@ -1,13 +1,16 @@
 #include "pipeline/prompt.h"
 
 #include "nn/weights.h"
+#include "util/dtype.h"
 
 namespace cn::pipeline {
 
 PromptEncoder::PromptEncoder(const io::SdModel& model, torch::ScalarType dtype, const torch::Device& device)
     : tokenizer_(model.tokenizer_dir.empty() ? text::ClipTokenizer::bundled()
                                              : text::ClipTokenizer::from_folder(model.tokenizer_dir)),
-      model_(text::ClipTextConfig::from_json(model.text_encoder.config)),
+      model_(construct_in(dtype, [config = text::ClipTextConfig::from_json(model.text_encoder.config)] {
+        return text::ClipTextModel(config);
+      })),
       pad_id_(model.text_pad_id),
       device_(device) {
   model_->to(device, dtype);  // first: file tensors convert straight into their slots

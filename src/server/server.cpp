@@ -356,6 +356,8 @@ void Server::Impl::add_routes() {
       o.output_resolution = int(number("output_resolution", o.output_resolution));
       if (!field("framing").empty()) o.framing = preprocess::parse_framing(field("framing"));
       if (!field("dtype").empty()) o.dtype = parse_dtype(field("dtype"));
+      // The worker may be constructing a ControlNet under another default dtype.
+      const std::shared_lock<std::shared_mutex> no_construction(default_dtype_mutex());
       const auto map = preprocess::detect(field("type"), io::decode_rgb_image(field("image"), "image"), o);
       res.set_content(io::encode_png(map), "image/png");
     } catch (const Error& e) {

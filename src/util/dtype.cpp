@@ -11,4 +11,9 @@ torch::ScalarType parse_dtype(const std::string& name) {
   throw Error("unknown dtype '" + name + "' (valid: fp32, bf16, fp16)");
 }
 
+std::shared_mutex& default_dtype_mutex() {
+  static std::shared_mutex mutex;
+  return mutex;
+}
+
 }  // namespace cn

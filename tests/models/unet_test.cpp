@@ -5,6 +5,8 @@
 #include "controlnet/error.h"
 #include "models/unet.h"
 #include "nn/attention.h"
+#include "nn/weights.h"
+#include "util/dtype.h"
 
 using namespace cn;
 using cn::testing::expect_golden;
@@ -78,6 +80,46 @@ TEST(UNet, Bf16StaysCloseToFloat32) {
   const double err = (low.to(torch::kFloat) - reference).abs().mean().item<double>();
   std::cout << "[bf16] unet mean abs error " << err << " (output std " << spread << ")\n";
   EXPECT_LT(err, 0.1 * spread);
+}
+
+TEST(UNet, ChannelsLastWeightsRunTheWholeNetworkChannelsLastWithTheSameResult) {
+  CN_REQUIRE_GOLDEN();
+  auto cases = golden_cases("unet");
+  ASSERT_FALSE(cases.empty());
+  torch::NoGradGuard no_grad;
+  const auto& c = cases.front();
+  auto unet = load_unet(c);
+  auto sample = c.get("sample"), context = c.get("encoder_hidden_states"), t = c.get("timestep");
+  models::Trace nchw_trace, channels_last_trace;
+  auto nchw = unet->forward(sample, t, context, nullptr, &nchw_trace);
+  nn::set_memory_format(*unet, torch::MemoryFormat::ChannelsLast);
+  // The input stays NCHW: the first convolution's kernel sets the layout.
+  auto channels_last = unet->forward(sample, t, context, nullptr, &channels_last_trace);
+  EXPECT_TRUE(channels_last.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_FALSE(channels_last.is_contiguous());
+  int images = 0;  // intermediates with channels and pixels, whose layout tells
+  for (const auto& [name, value] : channels_last_trace) {
+    if (value.dim() != 4 || value.size(1) == 1 || value.size(2) * value.size(3) == 1) continue;
+    ++images;
+    EXPECT_TRUE(value.is_contiguous(torch::MemoryFormat::ChannelsLast)) << name << " is not channels-last";
+  }
+  EXPECT_GE(images, 4);
+  // Only the order of the sums differs.
+  const double spread = nchw.std().item<double>();
+  EXPECT_LT((channels_last - nchw).abs().max().item<double>(), 1e-5 * spread);
+}
+
+TEST(UNet, ConstructedInBf16HasNoFloat32Weights) {
+  CN_REQUIRE_GOLDEN();
+  auto cases = golden_cases("unet");
+  ASSERT_FALSE(cases.empty());
+  const auto config = models::UNetConfig::from_json(cn::testing::read_json_file(cases.front().model("unet") / "config.json"));
+  auto unet = construct_in(torch::kBFloat16, [&] { return models::UNet2DConditionModel(config); });
+  for (const auto& p : unet->named_parameters()) EXPECT_EQ(p.value().scalar_type(), torch::kBFloat16) << p.key();
+  EXPECT_EQ(c10::get_default_dtype_as_scalartype(), torch::kFloat);
+  // Restored when construction fails too.
+  EXPECT_THROW(construct_in(torch::kBFloat16, []() -> int { throw Error("no"); }), Error);
+  EXPECT_EQ(c10::get_default_dtype_as_scalartype(), torch::kFloat);
 }
 
 TEST(Attention, BlocksEqualWhole) {
