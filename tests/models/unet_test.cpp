@@ -60,14 +60,22 @@ TEST(UNet, RefusesUnsupportedConfig) {
   EXPECT_THROW(models::UNetConfig::from_json(config), Error);
 }
 
+// The first golden UNet case's model and inputs.
+struct UNetInputs {
+  models::UNet2DConditionModel unet{nullptr};
+  torch::Tensor sample, context, t;
+};
+UNetInputs first_unet_case() {
+  auto cases = golden_cases("unet");
+  if (cases.empty()) throw std::runtime_error("no unet cases under " + cn::testing::golden_root().string());
+  const auto& c = cases.front();
+  return {load_unet(c), c.get("sample"), c.get("encoder_hidden_states"), c.get("timestep")};
+}
+
 TEST(UNet, Bf16StaysCloseToFloat32) {
   CN_REQUIRE_GOLDEN();
-  auto cases = golden_cases("unet");
-  ASSERT_FALSE(cases.empty());
   torch::NoGradGuard no_grad;
-  const auto& c = cases.front();
-  auto unet = load_unet(c);
-  auto sample = c.get("sample"), context = c.get("encoder_hidden_states"), t = c.get("timestep");
+  auto [unet, sample, context, t] = first_unet_case();
   auto reference = unet->forward(sample, t, context);
   unet->to(torch::kBFloat16);
   auto low = unet->forward(sample.to(torch::kBFloat16), t, context.to(torch::kBFloat16));
@@ -84,14 +92,10 @@ TEST(UNet, Bf16StaysCloseToFloat32) {
 
 TEST(UNet, ChannelsLastWeightsRunTheWholeNetworkChannelsLastWithTheSameResult) {
   CN_REQUIRE_GOLDEN();
-  auto cases = golden_cases("unet");
-  ASSERT_FALSE(cases.empty());
   torch::NoGradGuard no_grad;
-  const auto& c = cases.front();
-  auto unet = load_unet(c);
-  auto sample = c.get("sample"), context = c.get("encoder_hidden_states"), t = c.get("timestep");
-  models::Trace nchw_trace, channels_last_trace;
-  auto nchw = unet->forward(sample, t, context, nullptr, &nchw_trace);
+  auto [unet, sample, context, t] = first_unet_case();
+  models::Trace channels_last_trace;
+  auto nchw = unet->forward(sample, t, context);
   nn::set_memory_format(*unet, torch::MemoryFormat::ChannelsLast);
   // The input stays NCHW: the first convolution's kernel sets the layout.
   auto channels_last = unet->forward(sample, t, context, nullptr, &channels_last_trace);
