@@ -108,6 +108,11 @@ class Pipeline {
  public:
   static std::unique_ptr<Pipeline> load(const ModelOptions& options);
   std::vector<GeneratedImage> generate(const GenerateOptions& options, const ProgressCallback& progress = {});
+  // GenerateOptions with the sampling settings this model recommends: steps,
+  // cfg, sampler and schedule from generation.json in its folder (written by
+  // whoever trained it), the library's defaults where it has none. Callers
+  // start from these and override what their user gave.
+  GenerateOptions recommended_options() const;
   // Facts about the loaded model (family, inferred architecture) for display.
   std::vector<std::string> describe() const;
   ~Pipeline();

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <iomanip>
 #include <random>
 #include <sstream>
@@ -61,6 +62,33 @@ std::string format_number(double v) {
   return s.str();
 }
 
+// The sampling settings a model folder recommends (generation.json), over the
+// library's defaults. A file with other keys is rejected rather than half read.
+GenerateOptions recommended_settings(const std::string& model) {
+  GenerateOptions o;
+  const auto path = std::filesystem::path(model) / "generation.json";
+  if (!std::filesystem::is_regular_file(path)) return o;
+  const auto j = io::read_json(path.string());
+  if (!j.is_object()) throw Error(path.string() + ": expected a JSON object");
+  for (const auto& [key, value] : j.items()) {
+    try {
+      if (key == "steps")
+        o.steps = value.get<int>();
+      else if (key == "cfg")
+        o.cfg = value.get<double>();
+      else if (key == "sampler")
+        o.sampler = value.get<std::string>();
+      else if (key == "schedule")
+        o.schedule = value.get<std::string>();
+      else
+        throw Error(path.string() + ": unknown key '" + key + "' (known: steps, cfg, sampler, schedule)");
+    } catch (const nlohmann::json::exception&) {
+      throw Error(path.string() + ": '" + key + "' has the wrong type (" + value.dump() + ")");
+    }
+  }
+  return o;
+}
+
 }  // namespace
 
 struct Pipeline::Impl {
@@ -72,6 +100,7 @@ struct Pipeline::Impl {
   models::AutoencoderKL vae{nullptr};
   std::unique_ptr<pipeline::PromptEncoder> prompt_encoder;
   nlohmann::json scheduler_config;
+  GenerateOptions recommended;
   std::map<std::string, models::ControlNetModel> controlnets;  // loaded on first use, by path
 
   models::ControlNetModel controlnet(const std::string& path) {
@@ -119,12 +148,15 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelOptions& options) {
   impl->prompt_encoder = std::make_unique<pipeline::PromptEncoder>(src, impl->dtype, impl->device);
   impl->scheduler_config = src.scheduler_config;
   if (!options.prediction.empty()) impl->scheduler_config["prediction_type"] = options.prediction;
+  impl->recommended = recommended_settings(impl->options.model);
   // The tensors were copied into the modules; drop the file mappings.
   src.unet.weights.clear();
   src.vae.weights.clear();
   src.text_encoder.weights.clear();
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
+
+GenerateOptions Pipeline::recommended_options() const { return impl_->recommended; }
 
 std::vector<std::string> Pipeline::describe() const {
   auto facts = impl_->source.inferred;

@@ -124,7 +124,7 @@ GenerateOptions Server::Impl::parse_request(const httplib::Request& req) {
                       {"prompt", "negative_prompt", "steps", "cfg", "sampler", "schedule", "seed", "width", "height",
                        "batch_size", "batch_count", "clip_skip", "guess_mode", "controls"},
                       "generation");
-  GenerateOptions o;
+  GenerateOptions o = pipeline->recommended_options();  // what the request leaves out
   o.annotator_dir = options.annotator_dir;
   o.prompt = get<std::string>(j, "prompt", "");
   o.negative_prompt = get<std::string>(j, "negative_prompt", "");
@@ -272,7 +272,13 @@ void Server::Impl::add_routes() {
                                              preprocess::annotator_file_present(d.checkpoint, options.annotator_dir)}});
     json controlnets = json::array();
     for (const auto& [name, _] : options.controlnets) controlnets.push_back(name);
+    const auto recommended = pipeline->recommended_options();
     reply_json(res, {{"model", pipeline->describe()},
+                     {"recommended",
+                      {{"steps", recommended.steps},
+                       {"cfg", recommended.cfg},
+                       {"sampler", recommended.sampler},
+                       {"schedule", recommended.schedule}}},
                      {"controlnets", controlnets},
                      {"detectors", detectors},
                      {"samplers", sampling::sampler_names()},

@@ -201,3 +201,37 @@ TEST(Cli, DetectOpenposeWritesTheMapAndTheKeypointsJson) {
   EXPECT_FALSE(fs::exists(out));
   fs::remove_all(annotators);
 }
+
+// A model folder's generation.json sets the sampling defaults; flags given on
+// the command line still win, and a file with an unknown key is an error.
+TEST(Cli, GenerateTakesTheModelsRecommendedSettingsUnlessGiven) {
+  const auto model = fs::temp_directory_path() / "cn_cli_recommended";
+  fs::remove_all(model);
+  fs::copy(fs::path(CONTROLNET_SOURCE_DIR) / "models/default", model, fs::copy_options::recursive);
+  auto write_settings = [&](const std::string& json) { std::ofstream(model / "generation.json") << json; };
+  auto parameters_of = [](const fs::path& png) {
+    for (const auto& [key, value] : cn::io::read_png_text(png.string()))
+      if (key == "parameters") return value;
+    return std::string();
+  };
+  const auto out = model / "out.png";
+  const std::string common = "generate -m " + model.string() + " -p \"red circle with blue background\" --seed 1 -o " + out.string();
+  write_settings(R"({"steps": 3, "cfg": 2.5, "sampler": "ddim"})");
+  auto run = cli(common);
+  ASSERT_EQ(run.code, 0) << run.output;
+  auto parameters = parameters_of(out);
+  EXPECT_NE(parameters.find("Steps: 3, Sampler: ddim, CFG scale: 2.5,"), std::string::npos) << parameters;
+
+  run = cli(common + " --steps 2 --cfg 4");
+  ASSERT_EQ(run.code, 0) << run.output;
+  parameters = parameters_of(out);
+  EXPECT_NE(parameters.find("Steps: 2, Sampler: ddim, CFG scale: 4,"), std::string::npos) << parameters;
+
+  write_settings(R"({"guidance": 3})");
+  fs::remove(out);
+  run = cli(common);
+  EXPECT_EQ(run.code, 2) << run.output;
+  EXPECT_NE(run.output.find("generation.json: unknown key 'guidance'"), std::string::npos) << run.output;
+  EXPECT_FALSE(fs::exists(out));
+  fs::remove_all(model);
+}

@@ -292,6 +292,11 @@ TEST_F(ServerTest, DetectAndPageAndInfo) {
   const auto j = json::parse(info->body);
   EXPECT_EQ(j["controlnets"], json::array({"default"}));
   EXPECT_FALSE(j["model"].empty());
+  // The page's sampling fields start from the model's recommended settings.
+  std::ifstream settings(fs::path(default_model_dir()) / "generation.json");
+  ASSERT_TRUE(settings) << "the embedded model ships its generation.json";
+  const auto recommended = json::parse(settings);
+  for (const auto& [key, value] : recommended.items()) EXPECT_EQ(j["recommended"][key], value) << key;
   bool canny = false;
   for (const auto& d : j["detectors"]) canny |= d["name"] == "canny" && d["available"] == true;
   EXPECT_TRUE(canny);

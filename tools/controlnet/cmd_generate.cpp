@@ -85,7 +85,8 @@ ProgressCallback progress_printer() {
 
 void add_generate_command(CLI::App& app) {
   static GenerateArgs a;
-  auto* cmd = add_command(app, "generate", "Generate images from a prompt, steered by ControlNets", [] {
+  static CLI::App* cmd = nullptr;
+  cmd = add_command(app, "generate", "Generate images from a prompt, steered by ControlNets", [] {
     if (a.model.model.empty()) {
       a.model.model = default_model_dir();
       // The embedded model ships with its ControlNet: a control image alone uses it.
@@ -94,6 +95,13 @@ void add_generate_command(CLI::App& app) {
     }
     build_units(a);
     auto pipe = Pipeline::load(a.model);
+    // Sampling settings the user left out take the model's recommendation.
+    const auto recommended = pipe->recommended_options();
+    auto unset = [](const char* option) { return cmd->get_option(option)->count() == 0; };
+    if (unset("--steps")) a.gen.steps = recommended.steps;
+    if (unset("--cfg")) a.gen.cfg = recommended.cfg;
+    if (unset("--sampler")) a.gen.sampler = recommended.sampler;
+    if (unset("--schedule")) a.gen.schedule = recommended.schedule;
     auto images = pipe->generate(a.gen, progress_printer());
     for (size_t i = 0; i < images.size(); ++i) {
       auto path = numbered(a.output, i, images.size());
@@ -117,7 +125,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("-n,--negative-prompt", g.negative_prompt, "What to avoid")->group(prompt);
   cmd->add_option("--clip-skip", g.clip_skip, "1 = last CLIP layer, 2 = penultimate (A1111 convention)")->group(prompt);
 
-  const char* sampling = "Sampling";
+  const char* sampling = "Sampling (defaults: the model's generation.json, else these)";
   cmd->add_option("--steps", g.steps, "Denoising steps")->capture_default_str()->group(sampling);
   cmd->add_option("--cfg", g.cfg, "Classifier-free guidance scale (<= 1 disables it)")->capture_default_str()->group(sampling);
   cmd->add_option("--sampler", g.sampler, "ddim, euler, euler_a, dpmpp_2m, unipc, lms, plms")->capture_default_str()->group(sampling);
