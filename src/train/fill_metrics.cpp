@@ -91,6 +91,8 @@ FillScore score_fill(const cv::Mat& generated_rgb, const cv::Mat& outline_rgb, c
       painted.at<uint8_t>(y, x) = cv::norm(v - fill) < cv::norm(v - background) ? 255 : 0;
     }
   FillScore s;
+  s.prompt = prompt;
+  s.radius = circle.r;
   const double inter = cv::countNonZero(truth & painted), uni = cv::countNonZero(truth | painted);
   s.iou = uni > 0 ? inter / uni : 0.0;
   // Dominant colours away from the edge, where anti-aliasing mixes the two.

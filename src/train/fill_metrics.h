@@ -10,6 +10,8 @@
 namespace cn::train {
 
 struct FillScore {
+  std::string prompt;
+  double radius = 0;           // of the outlined disk, in the scored image's pixels
   double iou = 0;              // painted disk vs enclosed disk
   bool colours_right = false;  // dominant fill and background are nearest to the prompted names
   std::string fill_seen, background_seen;
