@@ -58,6 +58,8 @@ io::Component config_only(const fs::path& dir) {
 Base load_base(const TrainOptions& o) {
   Base b;
   const bool scratch = o.from_scratch;
+  if (scratch && o.train.count("vae_decoder"))
+    throw Error("train: vae_decoder fine-tunes a trained VAE's decoder; it cannot start from scratch");
   if (scratch) {
     // Configs from the folder. Parts trained now start random; the others load
     // their weights, except parts this mode does not use (unet and text while
@@ -158,14 +160,21 @@ class Trainer {
     if (o.lr_schedule != "constant" && o.lr_schedule != "cosine")
       throw Error("train: unknown --lr-schedule '" + o.lr_schedule + "' (valid: constant, cosine)");
     if (controlnet && o.train.size() > 1) throw Error("train: --train controlnet cannot be combined with base parts");
-    if (o.train.count("vae") && o.train.size() > 1)
-      throw Error("train: train the VAE alone first; the other parts learn in its latent space");
+    if (trains_vae() && o.train.size() > 1)
+      throw Error("train: train the VAE alone; the other parts learn in its latent space");
     for (const auto& part : o.train)
-      if (part != "controlnet" && part != "unet" && part != "text" && part != "vae")
-        throw Error("train: unknown part '" + part + "' (valid: controlnet, unet, text, vae)");
+      if (part != "controlnet" && part != "unet" && part != "text" && part != "vae" && part != "vae_decoder")
+        throw Error("train: unknown part '" + part + "' (valid: controlnet, unet, text, vae, vae_decoder)");
     set_trainable(*base_.unet, o.train.count("unet") > 0);
     set_trainable(*base_.vae, o.train.count("vae") > 0);
     set_trainable(*base_.text, o.train.count("text") > 0);
+    if (o.train.count("vae_decoder")) {
+      // The encoder stays as it is, so the latents a UNet learned on do not
+      // change: only how they are drawn improves.
+      for (auto& item : base_.vae->named_parameters())
+        if (item.key().rfind("decoder.", 0) == 0 || item.key().rfind("post_quant_conv.", 0) == 0)
+          item.value().set_requires_grad(true);
+    }
     std::vector<torch::Tensor> params;
     if (controlnet) {
       if (o.controlnet_init.empty()) {
@@ -292,6 +301,7 @@ class Trainer {
   int rank() const { return o_.group ? o_.group->rank() : 0; }
   int world() const { return o_.group ? o_.group->size() : 1; }
   bool writer() const { return rank() == 0; }
+  bool trains_vae() const { return o_.train.count("vae") || o_.train.count("vae_decoder"); }
 
   // Random draws are made for the whole global batch (batch size x ranks),
   // and each rank keeps its rows: sample i gets the same noise, timestep and
@@ -342,16 +352,21 @@ class Trainer {
   }
 
   torch::Tensor compute_loss(const Batch& batch) {
-    if (o_.train.count("vae")) {
+    if (trains_vae()) {
       // Reconstruction + KL, the LDM autoencoder objective without its
-      // perceptual and GAN terms.
-      auto posterior = base_.vae->encode(batch.images.to(dtype()));
+      // perceptual and GAN terms; with the encoder fixed the KL is a constant.
+      const bool encoder_learns = o_.train.count("vae") > 0;
+      auto posterior = [&] {
+        torch::AutoGradMode grad(encoder_learns);
+        return base_.vae->encode(batch.images.to(dtype()));
+      }();
       auto z = posterior.mean + posterior.std() * own_rows(torch::randn(global_shape(posterior.mean.sizes()), generator_)).to(dtype());
-      auto reconstruction = base_.vae->decode(z);
-      auto kl = 0.5 * (posterior.mean.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar).sum({1, 2, 3}).mean();
       // L1 reconstruction as LDM's autoencoder loss has it: MSE forgives the
       // small errors that blur edges and shift flat colours.
-      return torch::l1_loss(reconstruction.to(torch::kFloat), batch.images) + o_.kl_weight * kl.to(torch::kFloat);
+      auto loss = torch::l1_loss(base_.vae->decode(z).to(torch::kFloat), batch.images);
+      if (!encoder_learns) return loss;
+      auto kl = 0.5 * (posterior.mean.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar).sum({1, 2, 3}).mean();
+      return loss + o_.kl_weight * kl.to(torch::kFloat);
     }
     DiffusionInputs in;
     in.latents = latents(batch);

@@ -17,7 +17,7 @@ struct TrainOptions {
   std::string data;             // dataset folder (prompt.json)
   std::string output;           // output folder
   std::string controlnet_init;  // ControlNet to start from; default: add-control of the UNet
-  std::set<std::string> train{"controlnet"};  // or any of unet, text, vae
+  std::set<std::string> train{"controlnet"};  // or any of unet, text, vae; or vae_decoder
   bool from_scratch = false;    // initialise the trained base parts randomly (configs from `model`)
   int resolution = 512;
   int batch_size = 1;

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <numeric>
 
+#include "controlnet/error.h"
+#include "io/keymap.h"
 #include "io/safetensors.h"
 #include "models/vae.h"
 #include "support/diffusers_folder.h"
@@ -132,5 +134,56 @@ TEST(Trainer, TrainedVaeScalesItsLatentsToUnitStd) {
   torch::NoGradGuard no_grad;
   const auto latents = vae->encode(data.load(all).images).mean * scale;
   EXPECT_NEAR(latents.std(/*unbiased=*/false).item<double>(), 1.0, 1e-3);
+  fs::remove_all(tmp);
+}
+
+// Fine-tuning the VAE's decoder leaves its encoder, and so the latent space a
+// UNet learned on, exactly as it was: the encoder's weights and the scaling
+// factor come out bit for bit, the decoder's change.
+TEST(Trainer, VaeDecoderFineTuneKeepsTheEncoder) {
+  const auto tmp = fs::temp_directory_path() / "cn_trainer_vae_decoder_test";
+  fs::remove_all(tmp);
+  train::write_fill_dataset((tmp / "data").string(), 8, 64, 7);
+  train::TrainOptions o;
+  o.model = (fs::path(CONTROLNET_SOURCE_DIR) / "models" / "default-config").string();
+  o.from_scratch = true;
+  o.train = {"vae"};
+  o.data = (tmp / "data").string();
+  o.output = (tmp / "vae").string();
+  o.resolution = 64;
+  o.batch_size = 4;
+  o.lr = 1e-3;
+  o.steps = 1;
+  train::run_training(o, {});
+
+  o.train = {"vae_decoder"};
+  EXPECT_THROW(train::run_training(o, {}), Error) << "a decoder alone cannot start from scratch";
+  o.from_scratch = false;
+  o.model = o.output;
+  o.output = (tmp / "decoder").string();
+  o.steps = 2;
+  train::run_training(o, {});
+
+  const auto weights_of = [&](const char* run) {
+    return io::read_tensor_file((tmp / run / "vae" / "diffusion_pytorch_model.safetensors").string());
+  };
+  const auto before = weights_of("vae"), after = weights_of("decoder");
+  ASSERT_EQ(before.size(), after.size());
+  int decoder_changed = 0, encoder_tensors = 0;
+  for (const auto& [name, tensor] : before) {
+    const bool decoder = name.rfind("decoder.", 0) == 0 || name.rfind("post_quant_conv.", 0) == 0;
+    if (decoder) {
+      decoder_changed += !torch::equal(tensor, after.at(name));
+    } else {
+      ++encoder_tensors;
+      EXPECT_TRUE(torch::equal(tensor, after.at(name))) << name;
+    }
+  }
+  EXPECT_GT(encoder_tensors, 0);
+  EXPECT_GT(decoder_changed, 0);
+  const auto scale_of = [&](const char* run) {
+    return cn::testing::load_diffusers_component<models::AutoencoderKL, models::VaeConfig>(tmp / run / "vae")->scaling_factor();
+  };
+  EXPECT_EQ(scale_of("vae"), scale_of("decoder"));
   fs::remove_all(tmp);
 }

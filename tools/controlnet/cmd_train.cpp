@@ -88,7 +88,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--data", o.data, "Dataset folder with prompt.json (Fill50K layout)")->required();
   cmd->add_option("--output", o.output, "Output folder")->required();
   cmd->add_option("--controlnet", o.controlnet_init, "ControlNet to start from (default: add-control of the UNet)");
-  cmd->add_option("--train", parts, "What learns: controlnet, or any of unet,text,vae")->capture_default_str();
+  cmd->add_option("--train", parts, "What learns: controlnet, or any of unet,text,vae, or vae_decoder (its encoder fixed)")->capture_default_str();
   cmd->add_flag("--from-scratch", o.from_scratch, "Randomly initialise the trained base parts (configs from --model)");
   cmd->add_option("--resolution", o.resolution, "Training image size")->capture_default_str();
   cmd->add_option("--batch-size", o.batch_size, "Samples per step")->capture_default_str();
