@@ -101,9 +101,10 @@ TEST_F(ServerTest, JobGivesTheLibrarysImageWithItsParameters) {
   EXPECT_EQ(png->get_header_value("Content-Type"), "image/png");
   const auto served = io::decode_rgb_image(png->body, "served image");
 
-  // The same request through the library.
+  // The same request through the library (what the request leaves out is
+  // the model's recommendation).
   auto pipe = Pipeline::load({});
-  GenerateOptions o;
+  GenerateOptions o = pipe->recommended_options();
   o.prompt = options["prompt"];
   o.steps = 8;
   o.seed = 7;
@@ -145,7 +146,8 @@ TEST_F(ServerTest, InpaintMaskPartGivesTheLibrarysImage) {
   ASSERT_TRUE(png);
   const auto served = io::decode_rgb_image(png->body, "served image");
 
-  GenerateOptions o;
+  auto pipe = Pipeline::load({});
+  GenerateOptions o = pipe->recommended_options();
   o.prompt = options["prompt"];
   o.steps = 4;
   o.seed = 3;
@@ -154,7 +156,6 @@ TEST_F(ServerTest, InpaintMaskPartGivesTheLibrarysImage) {
   unit.image = kControl.string();
   unit.mask = mask_file.string();
   o.controls.push_back(unit);
-  auto pipe = Pipeline::load({});
   const auto expected = pipe->generate(o).at(0);
   ASSERT_EQ(served.cols, expected.image.width);
   EXPECT_EQ(0, std::memcmp(served.data, expected.image.rgb.data(), expected.image.rgb.size()));

@@ -28,6 +28,23 @@ std::vector<std::string> loss_lines(const fs::path& dir) {
   return out;
 }
 
+// A fresh VAE (the default model's config) trained for `steps` on a small
+// fill dataset in tmp/data, written to tmp/run_name.
+train::TrainOptions vae_from_scratch(const fs::path& tmp, const std::string& run_name, int count, int64_t steps) {
+  train::write_fill_dataset((tmp / "data").string(), count, 64, 7);
+  train::TrainOptions o;
+  o.model = (fs::path(CONTROLNET_SOURCE_DIR) / "models" / "default-config").string();
+  o.from_scratch = true;
+  o.train = {"vae"};
+  o.data = (tmp / "data").string();
+  o.output = (tmp / run_name).string();
+  o.resolution = 64;
+  o.batch_size = 4;
+  o.lr = 1e-3;
+  o.steps = steps;
+  return o;
+}
+
 }  // namespace
 
 TEST(Trainer, ResumedRunContinuesTheSameCurve) {
@@ -113,17 +130,7 @@ TEST(Trainer, LearningRateScheduleWarmsUpAndDecays) {
 TEST(Trainer, TrainedVaeScalesItsLatentsToUnitStd) {
   const auto tmp = fs::temp_directory_path() / "cn_trainer_vae_test";
   fs::remove_all(tmp);
-  train::write_fill_dataset((tmp / "data").string(), 16, 64, 7);
-  train::TrainOptions o;
-  o.model = (fs::path(CONTROLNET_SOURCE_DIR) / "models" / "default-config").string();
-  o.from_scratch = true;
-  o.train = {"vae"};
-  o.data = (tmp / "data").string();
-  o.output = (tmp / "run").string();
-  o.resolution = 64;
-  o.batch_size = 4;
-  o.lr = 1e-3;
-  o.steps = 3;
+  const auto o = vae_from_scratch(tmp, "run", 16, 3);
   train::run_training(o, {});
   auto vae = cn::testing::load_diffusers_component<models::AutoencoderKL, models::VaeConfig>(tmp / "run" / "vae");
   const double scale = vae->scaling_factor();
@@ -143,17 +150,7 @@ TEST(Trainer, TrainedVaeScalesItsLatentsToUnitStd) {
 TEST(Trainer, VaeDecoderFineTuneKeepsTheEncoder) {
   const auto tmp = fs::temp_directory_path() / "cn_trainer_vae_decoder_test";
   fs::remove_all(tmp);
-  train::write_fill_dataset((tmp / "data").string(), 8, 64, 7);
-  train::TrainOptions o;
-  o.model = (fs::path(CONTROLNET_SOURCE_DIR) / "models" / "default-config").string();
-  o.from_scratch = true;
-  o.train = {"vae"};
-  o.data = (tmp / "data").string();
-  o.output = (tmp / "vae").string();
-  o.resolution = 64;
-  o.batch_size = 4;
-  o.lr = 1e-3;
-  o.steps = 1;
+  auto o = vae_from_scratch(tmp, "vae", 8, 1);
   train::run_training(o, {});
 
   o.train = {"vae_decoder"};
