@@ -1,6 +1,7 @@
 #include "controlnet/runtime.h"
 
 #include <dlfcn.h>
+#include <cstdlib>
 #include <malloc.h>
 #include <torch/torch.h>
 
@@ -33,7 +34,29 @@ bool set_blas_threads(int threads) {
   return set != nullptr;
 }
 
+bool prefer_avx512_kernels() {
+#if defined(__x86_64__)
+  // ATen picks its kernels' instruction set once, at the first dispatch,
+  // from ATEN_CPU_CAPABILITY or else its own CPU detection. On this
+  // machine's AMD EPYC (AVX-512 with bf16) Debian's LibTorch 1.13 detects
+  // only AVX2; its AVX-512 kernels, compiled in, run softmax, exp and the
+  // norms 1.5-2x faster: SD1.5 + ControlNet bf16 at 512, 7.47 -> 5.47 s per
+  // step. The variable is set only where the CPU has what those kernels use
+  // (ATen trusts it) and never over the user's own choice.
+  if (std::getenv("ATEN_CPU_CAPABILITY")) return false;
+  __builtin_cpu_init();
+  if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")))
+    return false;
+  return setenv("ATEN_CPU_CAPABILITY", "avx512", 0) == 0;
+#else
+  return false;
+#endif
+}
+
 void init_runtime(int threads) {
+  static const bool avx512 = prefer_avx512_kernels();  // before any tensor work
+  (void)avx512;
   static const bool malloc_tuned = [] {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);

@@ -1,6 +1,9 @@
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "controlnet/runtime.h"
 
 namespace {
@@ -22,4 +25,21 @@ TEST(Runtime, KeepsOpenBlasOnTheCallingThread) {
   EXPECT_EQ(threads(), 2);
   cn::init_runtime();
   EXPECT_EQ(threads(), 1);
+}
+
+// On a CPU with AVX-512 the programs ask ATen for its AVX-512 kernels, unless
+// the user chose an instruction set; a choice already made is never replaced.
+TEST(Runtime, AsksAtenForAvx512WhereTheCpuHasIt) {
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  if (!avx512) {
+    EXPECT_FALSE(cn::prefer_avx512_kernels());
+    GTEST_SKIP() << "this CPU has no AVX-512";
+  }
+  const char* chosen = std::getenv("ATEN_CPU_CAPABILITY");
+  ASSERT_NE(chosen, nullptr) << "init_runtime left ATen to its own detection";
+  const std::string before = chosen;
+  EXPECT_FALSE(cn::prefer_avx512_kernels());
+  EXPECT_EQ(std::getenv("ATEN_CPU_CAPABILITY"), before);
 }
