@@ -17,4 +17,12 @@ torch::Tensor ReflectionPad2dImpl::forward(const torch::Tensor& x) {
   return torch::nn::ReflectionPad2dImpl::forward(x.to(torch::kFloat32)).to(x.scalar_type());
 }
 
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  // Other devices have float-accumulating half-precision kernels of their own.
+  if (x.scalar_type() != torch::kBFloat16 || !x.device().is_cpu()) return torch::nn::LayerNormImpl::forward(x);
+  const auto widen = [](const torch::Tensor& t) { return t.defined() ? t.to(torch::kFloat32) : t; };
+  return torch::layer_norm(x.to(torch::kFloat32), options.normalized_shape(), widen(weight), widen(bias), options.eps())
+      .to(x.scalar_type());
+}
+
 }  // namespace cn::nn

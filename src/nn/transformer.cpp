@@ -37,7 +37,7 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim,
                                                      int64_t context_dim, bool upcast) {
   auto layer_norm = [&](const char* name) {
-    return register_module(name, torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5)));
+    return register_module(name, LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5)));
   };
   norm1 = layer_norm("norm1");
   attn1 = register_module("attn1", Attention(dim, dim, heads, head_dim, upcast));

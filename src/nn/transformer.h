@@ -3,6 +3,8 @@
 // BasicTransformerBlock), parameter names as diffusers saves them.
 #include <torch/torch.h>
 
+#include "nn/bf16_fallbacks.h"
+
 namespace cn::nn {
 
 // Multi-head attention with to_q/to_k/to_v (no bias) and to_out.0 (bias).
@@ -38,7 +40,7 @@ class BasicTransformerBlockImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);
 
  private:
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
+  LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   Attention attn1{nullptr}, attn2{nullptr};
   FeedForward ff{nullptr};
 };

@@ -4,6 +4,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "controlnet/error.h"
+#include "nn/bf16_fallbacks.h"
 #include "nn/weights.h"
 #include "preprocess/preprocess.h"
 #include "preprocess/same_padding.h"
@@ -119,7 +120,7 @@ class VitBlock : public Module {
  public:
   explicit VitBlock(int64_t dim, int64_t heads) : heads_(heads) {
     auto layer_norm = [&](const char* name) {
-      return register_module(name, torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
+      return register_module(name, cn::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
     };
     norm1_ = layer_norm("norm1");
     auto attn = register_module("attn", std::make_shared<Module>());
@@ -142,7 +143,7 @@ class VitBlock : public Module {
 
  private:
   int64_t heads_;
-  torch::nn::LayerNorm norm1_{nullptr}, norm2_{nullptr};
+  cn::nn::LayerNorm norm1_{nullptr}, norm2_{nullptr};
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr}, fc1_{nullptr}, fc2_{nullptr};
 };
 
@@ -162,7 +163,7 @@ class HybridVit : public Module {
     proj_ = patch_embed->register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(1024, kDim, 1)));
     auto blocks = register_module("blocks", std::make_shared<Module>());
     for (int b = 0; b < 12; ++b) blocks_.push_back(blocks->register_module(std::to_string(b), std::make_shared<VitBlock>(kDim, 12)));
-    norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({kDim}).eps(1e-6)));
+    norm_ = register_module("norm", cn::nn::LayerNorm(torch::nn::LayerNormOptions({kDim}).eps(1e-6)));
   }
   std::array<torch::Tensor, 4> forward(const torch::Tensor& x) {
     const int64_t grid_h = x.size(2) / kPatch, grid_w = x.size(3) / kPatch;
@@ -194,7 +195,7 @@ class HybridVit : public Module {
   std::shared_ptr<ResNetV2> backbone_;
   torch::nn::Conv2d proj_{nullptr};
   std::vector<std::shared_ptr<VitBlock>> blocks_;
-  torch::nn::LayerNorm norm_{nullptr};
+  cn::nn::LayerNorm norm_{nullptr};
 };
 
 // DPT's act_postprocess3/4 with readout "project": every token concatenated

@@ -5,6 +5,7 @@
 
 #include "controlnet/error.h"
 #include "nn/attention.h"
+#include "nn/bf16_fallbacks.h"
 #include "nn/weights.h"
 #include "preprocess/ade20k.h"
 #include "preprocess/preprocess.h"
@@ -29,12 +30,12 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride =
       torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(stride == 1 ? kernel / 2 : 0).groups(groups).bias(bias));
 }
 
-torch::nn::LayerNorm layer_norm(int64_t dim, double eps) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
+cn::nn::LayerNorm layer_norm(int64_t dim, double eps) {
+  return cn::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
 }
 
 // A LayerNorm over the channels of a (B, C, H, W) map.
-torch::Tensor norm_channels(torch::nn::LayerNorm& norm, const torch::Tensor& x) {
+torch::Tensor norm_channels(cn::nn::LayerNorm& norm, const torch::Tensor& x) {
   return norm(x.permute({0, 2, 3, 1})).permute({0, 3, 1, 2}).contiguous();
 }
 
@@ -50,7 +51,7 @@ class PatchEmbed : public Module {
 
  private:
   torch::nn::Conv2d proj_{nullptr};
-  torch::nn::LayerNorm norm_{nullptr};
+  cn::nn::LayerNorm norm_{nullptr};
 };
 
 // Stages 1-2: local relation aggregated by convolutions. A depthwise 3x3
@@ -118,7 +119,7 @@ class SABlock : public Module {
  private:
   int64_t heads_;
   torch::nn::Conv2d pos_embed_{nullptr};
-  torch::nn::LayerNorm norm1_{nullptr}, norm2_{nullptr};
+  cn::nn::LayerNorm norm1_{nullptr}, norm2_{nullptr};
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr}, fc1_{nullptr}, fc2_{nullptr};
 };
 
@@ -157,7 +158,7 @@ class UniFormerSmall : public Module {
  private:
   std::array<std::shared_ptr<PatchEmbed>, 4> patch_embeds_;
   std::array<torch::nn::ModuleList, 4> blocks_{nullptr, nullptr, nullptr, nullptr};
-  std::array<torch::nn::LayerNorm, 4> norms_{nullptr, nullptr, nullptr, nullptr};
+  std::array<cn::nn::LayerNorm, 4> norms_{nullptr, nullptr, nullptr, nullptr};
 };
 
 // mmcv's ConvModule with a BatchNorm: conv without bias, BN, ReLU.

@@ -9,8 +9,8 @@
 namespace cn::text {
 namespace {
 
-torch::nn::LayerNorm layer_norm(const ClipTextConfig& c) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
+cn::nn::LayerNorm layer_norm(const ClipTextConfig& c) {
+  return cn::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
 }
 
 // Pre-LN block: x += attn(LN1(x)) with a causal mask; x += fc2(act(fc1(LN2(x)))).
@@ -43,7 +43,7 @@ class ClipLayerImpl : public torch::nn::Module {
   int64_t heads_;
   bool quick_gelu_;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr}, fc1{nullptr}, fc2{nullptr};
-  torch::nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
+  cn::nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
 };
 TORCH_MODULE(ClipLayer);
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
+#include "nn/bf16_fallbacks.h"
 
 namespace cn::text {
 
@@ -58,7 +59,7 @@ class ClipTextModelImpl : public torch::nn::Module {
   ClipTextConfig config_;
   torch::nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
   torch::nn::ModuleList layers{nullptr};
-  torch::nn::LayerNorm final_layer_norm{nullptr};
+  cn::nn::LayerNorm final_layer_norm{nullptr};
 };
 TORCH_MODULE(ClipTextModel);
 
