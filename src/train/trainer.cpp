@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <unordered_map>
 #include <opencv2/imgproc.hpp>
 
@@ -357,7 +358,8 @@ class Trainer {
       // perceptual and GAN terms; with the encoder fixed the KL is a constant.
       const bool encoder_learns = o_.train.count("vae") > 0;
       auto posterior = [&] {
-        torch::AutoGradMode grad(encoder_learns);
+        std::optional<torch::NoGradGuard> fixed;
+        if (!encoder_learns) fixed.emplace();
         return base_.vae->encode(batch.images.to(dtype()));
       }();
       auto z = posterior.mean + posterior.std() * own_rows(torch::randn(global_shape(posterior.mean.sizes()), generator_)).to(dtype());
