@@ -1,10 +1,10 @@
 #include "controlnet/runtime.h"
 
 #include <dlfcn.h>
-#include <cstdlib>
 #include <malloc.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
